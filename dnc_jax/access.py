@@ -1,0 +1,180 @@
+"""Memory access: the pure memory step and the Haiku module around it."""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional, Tuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from dnc_jax import addressing
+from dnc_jax import sparse_link
+from dnc_jax.config import DNCConfig
+from dnc_jax.interface import parse_interface
+from dnc_jax.types import (AccessState, MemoryInterface,
+                           SparseTemporalLinkageState, TemporalLinkageState)
+
+
+def initial_access_state(config: DNCConfig, batch_size: int,
+                         dtype=jnp.float32) -> AccessState:
+  """The all-zero state of DESIGN 2.3, with the linkage ``config`` asks for.
+
+  Shapes: memory ``[B, N, W]``, read weights ``[B, R, N]``, write weights
+  ``[B, H, N]``, usage ``[B, N]``; the linkage is a
+  :class:`TemporalLinkageState` (link ``[B, H, N, N]``), a
+  :class:`SparseTemporalLinkageState` (``[B, H, N, K]`` pairs) when
+  ``config.sparse_link_indexed``, or ``None`` without temporal links.
+  """
+  b, n, h = batch_size, config.memory_size, config.num_writes
+  if not config.use_temporal_links:
+    linkage = None
+  elif config.sparse_link_indexed:
+    k = config.link_sparsity
+    linkage = SparseTemporalLinkageState(
+        link_indices=jnp.zeros((b, h, n, k), jnp.int32),
+        link_values=jnp.zeros((b, h, n, k), dtype),
+        precedence_weights=jnp.zeros((b, h, n), dtype))
+  else:
+    linkage = TemporalLinkageState(
+        link=jnp.zeros((b, h, n, n), dtype),
+        precedence_weights=jnp.zeros((b, h, n), dtype))
+  return AccessState(
+      memory=jnp.zeros((b, n, config.word_size), dtype),
+      read_weights=jnp.zeros((b, config.num_reads, n), dtype),
+      write_weights=jnp.zeros((b, h, n), dtype),
+      linkage=linkage,
+      usage=jnp.zeros((b, n), dtype))
+
+
+def _update_linkage(linkage, write_weights: jax.Array,
+                    link_sparsity: Optional[int]):
+  """Steps 7-8 of DESIGN 2.3 for whichever storage ``linkage`` uses."""
+  precedence = addressing.precedence_update(linkage.precedence_weights,
+                                            write_weights)
+  if isinstance(linkage, SparseTemporalLinkageState):
+    k = linkage.link_indices.shape[-1]
+    update = sparse_link.batched(
+        functools.partial(sparse_link.link_update, k=k),
+        linkage.link_indices.ndim - 2)
+    indices, values = update(linkage.link_indices, linkage.link_values,
+                             linkage.precedence_weights, write_weights)
+    return SparseTemporalLinkageState(indices, values, precedence)
+  if link_sparsity is None:
+    link = addressing.link_update(linkage.link, linkage.precedence_weights,
+                                  write_weights)
+  else:
+    link = addressing.sparse_link_update(linkage.link,
+                                         linkage.precedence_weights,
+                                         write_weights, link_sparsity)
+  return TemporalLinkageState(link, precedence)
+
+
+def _directional_weights(linkage,
+                         prev_read_weights: jax.Array) -> Tuple[jax.Array,
+                                                                jax.Array]:
+  """Forward and backward weightings ``[B, R, H, N]``."""
+  if isinstance(linkage, TemporalLinkageState):
+    return addressing.directional_weights(linkage.link, prev_read_weights)
+  batch_axes = prev_read_weights.ndim - 2
+
+  def per_example(indices, values, read_weights):
+    # indices/values [H, N, K], read_weights [R, N] -> [R, H, N].
+    over_heads = functools.partial(jax.vmap, in_axes=(0, 0, None), out_axes=1)
+    forward = over_heads(sparse_link.forward_weights)(indices, values,
+                                                      read_weights)
+    backward = over_heads(sparse_link.backward_weights)(indices, values,
+                                                        read_weights)
+    return forward, backward
+
+  return sparse_link.batched(per_example, batch_axes)(
+      linkage.link_indices, linkage.link_values, prev_read_weights)
+
+
+def memory_step(interface: MemoryInterface, prev_state: AccessState, *,
+                link_sparsity: Optional[int] = None
+                ) -> Tuple[jax.Array, AccessState]:
+  """One step of memory access (DESIGN 2.3), a pure function.
+
+  Args:
+    interface: the parsed, squashed :class:`MemoryInterface` (batch ``B``).
+    prev_state: the :class:`AccessState` of the previous step.
+    link_sparsity: ``K`` for the paper's sparse link when ``prev_state``
+      holds a dense link matrix; ``None`` for the exact dense link. With an
+      indexed :class:`SparseTemporalLinkageState`, ``K`` is its last axis and
+      this argument must be ``None`` or equal to it.
+  Returns:
+    ``(read_words [B, R, W], next_state)``; ``next_state`` has exactly the
+    structure of ``prev_state``.
+  """
+  linkage = prev_state.linkage
+  if isinstance(linkage, SparseTemporalLinkageState):
+    stored_k = linkage.link_indices.shape[-1]
+    if link_sparsity not in (None, stored_k):
+      raise ValueError(f"link_sparsity={link_sparsity} does not match the "
+                       f"indexed link state, which holds K={stored_k}")
+  if linkage is not None and interface.read_modes is None:
+    raise ValueError("the state has temporal links but the interface has no "
+                     "read_modes")
+  num_writes = prev_state.write_weights.shape[-2]
+
+  usage = addressing.usage_update(prev_state.usage, prev_state.write_weights,
+                                  interface.free_gates,
+                                  prev_state.read_weights)
+  write_content = addressing.content_weights(prev_state.memory,
+                                             interface.write_keys,
+                                             interface.write_strengths)
+  allocation = addressing.write_allocation_weights(
+      usage, interface.allocation_gates * interface.write_gates, num_writes)
+  write_weights = addressing.write_weights(write_content, allocation,
+                                           interface.allocation_gates,
+                                           interface.write_gates)
+  memory = addressing.erase_and_write(prev_state.memory, write_weights,
+                                      interface.erase_vectors,
+                                      interface.write_vectors)
+  read_content = addressing.content_weights(memory, interface.read_keys,
+                                            interface.read_strengths)
+  if linkage is None:
+    read_weights = read_content
+  else:
+    linkage = _update_linkage(linkage, write_weights, link_sparsity)
+    forward, backward = _directional_weights(linkage,
+                                             prev_state.read_weights)
+    read_weights = addressing.read_weights(read_content, forward, backward,
+                                           interface.read_modes)
+  read_words = jnp.einsum("...rn,...nw->...rw", read_weights, memory)
+  return read_words, AccessState(memory=memory, read_weights=read_weights,
+                                 write_weights=write_weights, linkage=linkage,
+                                 usage=usage)
+
+
+class MemoryAccess(hk.Module):
+  """Projects a controller output to the interface and steps the memory.
+
+  Owns one linear layer (controller output -> raw interface vector); the
+  memory maths is :func:`memory_step`.
+  """
+
+  def __init__(self, config: DNCConfig, name: Optional[str] = None):
+    super().__init__(name=name)
+    self._config = config
+
+  def initial_state(self, batch_size: int, dtype=jnp.float32) -> AccessState:
+    return initial_access_state(self._config, batch_size, dtype)
+
+  def parse(self, controller_output: jax.Array) -> MemoryInterface:
+    """``[B, D]`` controller output -> squashed :class:`MemoryInterface`."""
+    raw = hk.Linear(self._config.interface_size,
+                    name="interface")(controller_output)
+    return parse_interface(raw, self._config)
+
+  def __call__(self, controller_output: jax.Array, prev_state: AccessState,
+               ) -> Tuple[jax.Array, AccessState, MemoryInterface]:
+    """Returns ``(read_words [B, R, W], next_state, interface)``."""
+    interface = self.parse(controller_output)
+    sparsity = None if self._config.sparse_link_indexed else (
+        self._config.link_sparsity)
+    read_words, state = memory_step(interface, prev_state,
+                                    link_sparsity=sparsity)
+    return read_words, state, interface

@@ -1,0 +1,127 @@
+"""The DNC's configuration: one frozen, validated dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+CONTROLLERS = ("lstm", "deep_lstm", "feedforward")
+STRENGTH_SQUASHES = ("oneplus", "softplus")
+LINK_STORAGES = ("dense", "indexed")
+
+
+def _require_int(name: str, value, low: int, high: Optional[int] = None):
+  if isinstance(value, bool) or not isinstance(value, int):
+    raise ValueError(f"{name} must be an int, got {value!r}")
+  if value < low or (high is not None and value > high):
+    allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
+    raise ValueError(f"{name} must be {allowed}, got {value}")
+
+
+def _require_choice(name: str, value, choices):
+  if value not in choices:
+    raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DNCConfig:
+  """Hyper-parameters of a :class:`~dnc_jax.DNC`.
+
+  Every field is checked on construction; a bad value raises ``ValueError``
+  naming the field and the allowed range.
+
+  Attributes:
+    output_size: width of the DNC's output ``y_t``.
+    memory_size: ``N``, number of memory slots.
+    word_size: ``W``, width of each slot.
+    num_reads: ``R``, number of read heads.
+    num_writes: ``H``, number of write heads (the paper has 1).
+    controller: ``"lstm"``, ``"deep_lstm"`` (stacked LSTMs with skip
+      connections) or ``"feedforward"`` (stateless MLP).
+    hidden_size: units per controller layer.
+    num_layers: controller layers (``deep_lstm`` and ``feedforward``).
+    clip_value: clip the controller output and state and the final output to
+      ``±clip_value``; 0 turns clipping off (the original release uses 20).
+    strength_squash: ``"oneplus"`` (the paper, strengths >= 1) or
+      ``"softplus"`` (the original release, strengths > 0).
+    link_sparsity: ``None`` for the dense temporal link, or ``K`` for the
+      sparse link of DESIGN 2.4 (top-K write/precedence, 1/K threshold).
+    link_storage: how a sparse link is held: ``"indexed"`` keeps ``K``
+      (column, value) pairs per row, ``O(N·K)`` memory; ``"dense"`` keeps the
+      truncated ``N×N`` matrix. Ignored when ``link_sparsity`` is ``None``.
+    use_temporal_links: ``False`` drops the link matrix; reads are then by
+      content only and the interface has no read modes.
+    input_size: when given, inputs are checked to have this width.
+    controller_grad_clip: when given, the gradient flowing into the
+      controller's activations is clipped element-wise to ``±value`` (the
+      paper's bAbI setting uses 10).
+  """
+
+  output_size: int
+  memory_size: int = 16
+  word_size: int = 16
+  num_reads: int = 4
+  num_writes: int = 1
+  controller: str = "lstm"
+  hidden_size: int = 64
+  num_layers: int = 1
+  clip_value: float = 20.0
+  strength_squash: str = "oneplus"
+  link_sparsity: Optional[int] = None
+  link_storage: str = "indexed"
+  use_temporal_links: bool = True
+  input_size: Optional[int] = None
+  controller_grad_clip: Optional[float] = None
+
+  def __post_init__(self):
+    _require_int("output_size", self.output_size, 1)
+    _require_int("memory_size", self.memory_size, 1)
+    _require_int("word_size", self.word_size, 1)
+    _require_int("num_reads", self.num_reads, 1)
+    _require_int("num_writes", self.num_writes, 1)
+    _require_choice("controller", self.controller, CONTROLLERS)
+    _require_int("hidden_size", self.hidden_size, 1)
+    _require_int("num_layers", self.num_layers, 1)
+    if not isinstance(self.clip_value, (int, float)) or isinstance(
+        self.clip_value, bool) or not self.clip_value >= 0:
+      raise ValueError(
+          f"clip_value must be a number >= 0 (0 = off), got {self.clip_value!r}")
+    _require_choice("strength_squash", self.strength_squash, STRENGTH_SQUASHES)
+    if self.link_sparsity is not None:
+      _require_int("link_sparsity", self.link_sparsity, 1, self.memory_size)
+    _require_choice("link_storage", self.link_storage, LINK_STORAGES)
+    if not isinstance(self.use_temporal_links, bool):
+      raise ValueError(
+          f"use_temporal_links must be a bool, got {self.use_temporal_links!r}")
+    if self.input_size is not None:
+      _require_int("input_size", self.input_size, 1)
+    if self.controller_grad_clip is not None and not (
+        isinstance(self.controller_grad_clip, (int, float))
+        and self.controller_grad_clip > 0):
+      raise ValueError("controller_grad_clip must be None or a number > 0, "
+                       f"got {self.controller_grad_clip!r}")
+
+  @property
+  def num_read_modes(self) -> int:
+    """Read modes per read head: backward and forward per write head, content."""
+    return 1 + 2 * self.num_writes if self.use_temporal_links else 1
+
+  @property
+  def sparse_link_indexed(self) -> bool:
+    """Whether the link is kept as ``N×K`` (index, value) pairs."""
+    return (self.use_temporal_links and self.link_sparsity is not None
+            and self.link_storage == "indexed")
+
+  @property
+  def interface_size(self) -> int:
+    """Width of the interface vector (``W·R + 3W + 5R + 3`` for ``H = 1``)."""
+    r, h, w = self.num_reads, self.num_writes, self.word_size
+    size = r * w + r + 3 * h * w + h + r + 2 * h
+    if self.use_temporal_links:
+      size += r * self.num_read_modes
+    return size
+
+  def replace(self, **changes) -> "DNCConfig":
+    """A copy with ``changes`` applied (and validated)."""
+    return dataclasses.replace(self, **changes)
+

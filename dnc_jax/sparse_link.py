@@ -1,0 +1,119 @@
+"""The sparse temporal link (DESIGN 2.4) held as ``K`` (column, value) pairs per row.
+
+The paper's sparse link keeps at most ``K`` entries per row (every entry
+below ``1/K`` is zeroed and rows sum to at most 1), so row ``i`` is stored as
+``K`` column indices and values: ``O(N·K)`` memory and work per step instead of
+``O(N²)``. The maths equals :func:`dnc_jax.addressing.sparse_link_update` on
+the dense matrix; the tests check values and gradients against it.
+
+Functions here take a single write head's arrays (no batch axis) and are
+lifted over batch and head axes with ``jax.vmap`` by :func:`batched`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Tuple
+
+import jax
+import jax.numpy as jnp
+
+
+def _top_k_normalised(weights: jax.Array, k: int):
+  """Top-``k`` (values rescaled to sum to 1, indices) of ``weights [N]``."""
+  values, indices = jax.lax.top_k(weights, k)
+  total = jnp.sum(values)
+  positive = total > 0
+  values = jnp.where(positive, values / jnp.where(positive, total, 1.0), 0.0)
+  return values, indices
+
+
+def link_update(prev_indices: jax.Array, prev_values: jax.Array,
+                prev_precedence: jax.Array, write_weights: jax.Array,
+                k: int) -> Tuple[jax.Array, jax.Array]:
+  """One step of the sparse link for one write head, in ``O(N·K²)``.
+
+  Args:
+    prev_indices: ``[N, K]`` int32 column of each stored entry.
+    prev_values: ``[N, K]`` its value; 0 marks an unused pair.
+    prev_precedence: ``[N]`` precedence weights of the previous step.
+    write_weights: ``[N]`` this step's write weights.
+    k: ``K``.
+  Returns:
+    ``(indices [N, K], values [N, K])`` of the new link.
+  """
+  num_slots = write_weights.shape[-1]
+  write_values, write_indices = _top_k_normalised(write_weights, k)
+  sparse_write = jnp.zeros_like(write_weights).at[write_indices].add(
+      write_values)
+  precedence_values, precedence_indices = _top_k_normalised(prev_precedence, k)
+
+  rows = jnp.arange(num_slots, dtype=prev_indices.dtype)[:, None]
+  w_i = sparse_write[:, None]
+  # Existing entries decay by (1 - ŵ[i] - ŵ[j]).
+  kept = (1.0 - w_i - sparse_write[prev_indices]) * prev_values
+  # New entries ŵ[i] p̂[j] for the K columns j of p̂, never on the diagonal.
+  new_columns = jnp.broadcast_to(precedence_indices.astype(prev_indices.dtype),
+                                 (num_slots, k))
+  new_values = jnp.where(new_columns == rows, 0.0,
+                         w_i * precedence_values[None, :])
+  # A new entry whose column is already stored is added to that entry.
+  same_column = ((prev_indices[:, :, None] == new_columns[:, None, :])
+                 & (prev_values[:, :, None] > 0))
+  kept = kept + jnp.einsum("nkm,nm->nk", same_column.astype(kept.dtype),
+                           new_values)
+  new_values = jnp.where(jnp.any(same_column, axis=1), 0.0, new_values)
+
+  columns = jnp.concatenate([prev_indices, new_columns], axis=-1)
+  values = jnp.concatenate([kept, new_values], axis=-1)
+  values = jnp.where(values >= 1.0 / k, values, 0.0)
+  # At most K candidates survive the 1/K threshold; keep those.
+  values, chosen = jax.lax.top_k(values, k)
+  columns = jnp.take_along_axis(columns, chosen, axis=-1)
+  return columns, values
+
+
+def forward_weights(indices: jax.Array, values: jax.Array,
+                    read_weights: jax.Array) -> jax.Array:
+  """``f = L w``: ``f[i] = Σ_k values[i, k] w[indices[i, k]]``.
+
+  Args:
+    indices: ``[N, K]``.
+    values: ``[N, K]``.
+    read_weights: ``[R, N]``.
+  Returns:
+    ``[R, N]``.
+  """
+  return jnp.einsum("nk,rnk->rn", values, read_weights[:, indices])
+
+
+def backward_weights(indices: jax.Array, values: jax.Array,
+                     read_weights: jax.Array) -> jax.Array:
+  """``b = Lᵀ w``: scatter ``values[i, k] w[i]`` onto column ``indices[i, k]``.
+
+  Args:
+    indices: ``[N, K]``.
+    values: ``[N, K]``.
+    read_weights: ``[R, N]``.
+  Returns:
+    ``[R, N]``.
+  """
+  contributions = values[None, :, :] * read_weights[:, :, None]
+  num_reads, num_slots = read_weights.shape
+  flat = jnp.zeros((num_reads, num_slots), read_weights.dtype)
+  return flat.at[:, indices.reshape(-1)].add(
+      contributions.reshape(num_reads, -1))
+
+
+def to_dense(indices: jax.Array, values: jax.Array) -> jax.Array:
+  """The ``[N, N]`` matrix held by ``(indices [N, K], values [N, K])``."""
+  num_slots = indices.shape[0]
+  rows = jnp.broadcast_to(jnp.arange(num_slots)[:, None], indices.shape)
+  return jnp.zeros((num_slots, num_slots), values.dtype).at[rows,
+                                                            indices].add(values)
+
+
+def batched(fn: Callable, num_axes: int) -> Callable:
+  """``fn`` vmapped over ``num_axes`` leading axes of every argument."""
+  for _ in range(num_axes):
+    fn = jax.vmap(fn)
+  return fn

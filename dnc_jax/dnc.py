@@ -61,13 +61,15 @@ class DNC(hk.RNNCore):
 
   def initial_state(self, batch_size: Optional[int],
                     dtype=jnp.float32) -> DNCState:
-    """The all-zero state for ``batch_size`` examples."""
+    """The all-zero state for ``batch_size`` examples, every leaf ``dtype``."""
     if batch_size is None or not isinstance(batch_size, int) or batch_size < 1:
       raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     config = self._config
     return DNCState(
         access_state=self._access.initial_state(batch_size, dtype),
-        controller_state=self._controller.initial_state(batch_size),
+        controller_state=jax.tree.map(
+            lambda x: x.astype(dtype),
+            self._controller.initial_state(batch_size)),
         read_words=jnp.zeros(
             (batch_size, config.num_reads, config.word_size), dtype))
 

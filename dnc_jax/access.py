@@ -48,9 +48,13 @@ def initial_access_state(config: DNCConfig, batch_size: int,
       usage=jnp.zeros((b, n), dtype))
 
 
-def _update_linkage(linkage, write_weights: jax.Array,
-                    link_sparsity: Optional[int]):
-  """Steps 7-8 of DESIGN 2.3 for whichever storage ``linkage`` uses."""
+def _step_linkage(linkage, write_weights: jax.Array,
+                  prev_read_weights: jax.Array, link_sparsity: Optional[int]):
+  """Steps 7-9 of DESIGN 2.3 for whichever storage ``linkage`` uses.
+
+  Returns ``(next_linkage, forward, backward)``, the directional weightings
+  ``[B, R, H, N]`` read through the new links.
+  """
   precedence = addressing.precedence_update(linkage.precedence_weights,
                                             write_weights)
   if isinstance(linkage, SparseTemporalLinkageState):
@@ -60,23 +64,27 @@ def _update_linkage(linkage, write_weights: jax.Array,
         linkage.link_indices.ndim - 2)
     indices, values = update(linkage.link_indices, linkage.link_values,
                              linkage.precedence_weights, write_weights)
-    return SparseTemporalLinkageState(indices, values, precedence)
+    forward, backward = _indexed_directional_weights(indices, values,
+                                                     prev_read_weights)
+    return (SparseTemporalLinkageState(indices, values, precedence), forward,
+            backward)
   if link_sparsity is None:
-    link = addressing.link_update(linkage.link, linkage.precedence_weights,
-                                  write_weights)
+    link, forward, backward = addressing.link_step(
+        linkage.link, linkage.precedence_weights, write_weights,
+        prev_read_weights)
   else:
     link = addressing.sparse_link_update(linkage.link,
                                          linkage.precedence_weights,
                                          write_weights, link_sparsity)
-  return TemporalLinkageState(link, precedence)
+    forward, backward = addressing.directional_weights(link,
+                                                       prev_read_weights)
+  return TemporalLinkageState(link, precedence), forward, backward
 
 
-def _directional_weights(linkage,
-                         prev_read_weights: jax.Array) -> Tuple[jax.Array,
-                                                                jax.Array]:
-  """Forward and backward weightings ``[B, R, H, N]``."""
-  if isinstance(linkage, TemporalLinkageState):
-    return addressing.directional_weights(linkage.link, prev_read_weights)
+def _indexed_directional_weights(indices: jax.Array, values: jax.Array,
+                                 prev_read_weights: jax.Array
+                                 ) -> Tuple[jax.Array, jax.Array]:
+  """Forward and backward weightings ``[B, R, H, N]`` of an indexed link."""
   batch_axes = prev_read_weights.ndim - 2
 
   def per_example(indices, values, read_weights):
@@ -88,8 +96,8 @@ def _directional_weights(linkage,
                                                         read_weights)
     return forward, backward
 
-  return sparse_link.batched(per_example, batch_axes)(
-      linkage.link_indices, linkage.link_values, prev_read_weights)
+  return sparse_link.batched(per_example, batch_axes)(indices, values,
+                                                      prev_read_weights)
 
 
 def memory_step(interface: MemoryInterface, prev_state: AccessState, *,
@@ -138,9 +146,8 @@ def memory_step(interface: MemoryInterface, prev_state: AccessState, *,
   if linkage is None:
     read_weights = read_content
   else:
-    linkage = _update_linkage(linkage, write_weights, link_sparsity)
-    forward, backward = _directional_weights(linkage,
-                                             prev_state.read_weights)
+    linkage, forward, backward = _step_linkage(
+        linkage, write_weights, prev_state.read_weights, link_sparsity)
     read_weights = addressing.read_weights(read_content, forward, backward,
                                            interface.read_modes)
   read_words = jnp.einsum("...rn,...nw->...rw", read_weights, memory)

@@ -21,6 +21,19 @@ NORM_EPSILON = 1e-6
 ALLOCATION_EPSILON = 1e-6
 
 
+def product_over_axis(x: jax.Array, axis: int) -> jax.Array:
+  """``Π`` over a short static ``axis`` (heads), as a chain of multiplies.
+
+  Zero-safe (no division) and, unlike ``jnp.prod``, its gradient is a few
+  fused element-wise products rather than a general reduce-product rule.
+  """
+  x = jnp.moveaxis(x, axis, 0)
+  product = x[0]
+  for factor in x[1:]:
+    product = product * factor
+  return product
+
+
 def vector_norms(x: jax.Array, epsilon: float = NORM_EPSILON) -> jax.Array:
   """``sqrt(Σ x² + ε)`` over the last axis, keeping it: ``[..., D] -> [..., 1]``.
 
@@ -69,7 +82,8 @@ def retention(free_gates: jax.Array, prev_read_weights: jax.Array) -> jax.Array:
   Returns:
     ``[B, N]``.
   """
-  return jnp.prod(1.0 - free_gates[..., None] * prev_read_weights, axis=-2)
+  return product_over_axis(1.0 - free_gates[..., None] * prev_read_weights,
+                           axis=-2)
 
 
 def usage_update(prev_usage: jax.Array, prev_write_weights: jax.Array,
@@ -90,7 +104,7 @@ def usage_update(prev_usage: jax.Array, prev_write_weights: jax.Array,
     ``[B, N]``.
   """
   prev_write_weights = jax.lax.stop_gradient(prev_write_weights)
-  written = 1.0 - jnp.prod(1.0 - prev_write_weights, axis=-2)
+  written = 1.0 - product_over_axis(1.0 - prev_write_weights, axis=-2)
   usage = prev_usage + written - prev_usage * written
   return usage * retention(free_gates, prev_read_weights)
 
@@ -116,8 +130,18 @@ def allocation_weights(usage: jax.Array) -> jax.Array:
           axis=-1),
       axis=-1)
   sorted_allocation = (1.0 - sorted_usage) * exclusive_prod
-  inverse_order = jnp.argsort(order, axis=-1)
-  return jnp.take_along_axis(sorted_allocation, inverse_order, axis=-1)
+  return _unsort(sorted_allocation, order)
+
+
+def _unsort(sorted_values: jax.Array, order: jax.Array) -> jax.Array:
+  """``out[..., order[..., j]] = sorted_values[..., j]`` (one scatter, no sort)."""
+  batch_shape = order.shape[:-1]
+  flat_order = order.reshape(-1, order.shape[-1])
+  flat_values = sorted_values.reshape(flat_order.shape)
+  rows = jnp.arange(flat_order.shape[0])[:, None]
+  out = jnp.zeros_like(flat_values).at[rows, flat_order].set(
+      flat_values, unique_indices=True, indices_are_sorted=False)
+  return out.reshape(*batch_shape, order.shape[-1])
 
 
 def write_allocation_weights(usage: jax.Array, write_gates: jax.Array,
@@ -173,7 +197,7 @@ def erase_and_write(memory: jax.Array, write_weights_: jax.Array,
   Returns:
     ``[B, N, W]``.
   """
-  erase = jnp.prod(
+  erase = product_over_axis(
       1.0 - write_weights_[..., :, :, None] * erase_vectors[..., :, None, :],
       axis=-3)
   added = jnp.einsum("...hn,...hw->...nw", write_weights_, write_vectors)
@@ -196,7 +220,7 @@ def precedence_update(prev_precedence: jax.Array,
 
 def _zero_diagonal(link: jax.Array) -> jax.Array:
   n = link.shape[-1]
-  return link * (1.0 - jnp.eye(n, dtype=link.dtype))
+  return jnp.where(jnp.eye(n, dtype=bool), jnp.zeros((), link.dtype), link)
 
 
 def link_update(prev_link: jax.Array, prev_precedence: jax.Array,
@@ -270,9 +294,74 @@ def directional_weights(link: jax.Array,
   Returns:
     ``(forward, backward)``, each ``[B, R, H, N]``.
   """
-  forward = jnp.einsum("...hij,...rj->...rhi", link, prev_read_weights)
-  backward = jnp.einsum("...hji,...rj->...rhi", link, prev_read_weights)
-  return forward, backward
+  # These contraction layouts are the ones XLA:CPU runs as plain matrix
+  # products; others (e.g. "...hij,...rj->...rhi") run several times slower.
+  forward = jnp.einsum("...hij,...rj->...hir", link, prev_read_weights)
+  backward = jnp.einsum("...hji,...rj->...hri", link, prev_read_weights)
+  return jnp.moveaxis(forward, -1, -3), jnp.swapaxes(backward, -2, -3)
+
+
+@jax.custom_vjp
+def link_step(prev_link: jax.Array, prev_precedence: jax.Array,
+              write_weights_: jax.Array,
+              prev_read_weights: jax.Array) -> Tuple[jax.Array, jax.Array,
+                                                     jax.Array]:
+  """:func:`link_update` then :func:`directional_weights`, with a lean VJP.
+
+  The values equal the two functions composed. The hand-written backward
+  pass keeps only the inputs (the ``N × N`` previous link, nothing derived
+  from it) and computes every cotangent in a few fused passes over ``N × N``,
+  where automatic differentiation stores and reduces several ``N × N``
+  intermediates.
+
+  Args:
+    prev_link: ``[B, H, N, N]``.
+    prev_precedence: ``[B, H, N]``.
+    write_weights_: ``[B, H, N]``.
+    prev_read_weights: ``[B, R, N]``.
+  Returns:
+    ``(link [B, H, N, N], forward [B, R, H, N], backward [B, R, H, N])``.
+  """
+  link = link_update(prev_link, prev_precedence, write_weights_)
+  return (link,) + directional_weights(link, prev_read_weights)
+
+
+def _link_step_fwd(prev_link, prev_precedence, write_weights_,
+                   prev_read_weights):
+  outputs = link_step(prev_link, prev_precedence, write_weights_,
+                      prev_read_weights)
+  return outputs, (prev_link, prev_precedence, write_weights_,
+                   prev_read_weights)
+
+
+def _link_step_bwd(residuals, cotangents):
+  prev_link, precedence, write, read = residuals
+  g_link, g_forward, g_backward = cotangents
+  link = link_update(prev_link, precedence, write)
+  # Total cotangent of the new link, G[i, j]: its own plus, per read head r,
+  # g_forward[r, i] read[r, j] + read[r, i] g_backward[r, j] (R is small, so
+  # these outer products are unrolled into one element-wise fusion).
+  total = g_link
+  for r in range(read.shape[-2]):
+    total = (total
+             + g_forward[..., r, :, :, None] * read[..., r, None, None, :]
+             + read[..., r, None, :, None] * g_backward[..., r, :, None, :])
+  total = _zero_diagonal(total)
+  g_read = (
+      jnp.einsum("...hji,...rhj->...hri", link, g_forward)
+      + jnp.swapaxes(jnp.einsum("...hij,...rhj->...hir", link, g_backward),
+                     -1, -2)).sum(axis=-3)
+  w_i, w_j = write[..., :, None], write[..., None, :]
+  g_prev_link = (1.0 - w_i - w_j) * total
+  total_times_link = total * prev_link
+  g_write = (jnp.einsum("...ij,...j->...i", total, precedence)
+             - jnp.sum(total_times_link, axis=-1)
+             - jnp.sum(total_times_link, axis=-2))
+  g_precedence = jnp.einsum("...ji,...j->...i", total, write)
+  return g_prev_link, g_precedence, g_write, g_read
+
+
+link_step.defvjp(_link_step_fwd, _link_step_bwd)
 
 
 def read_weights(content: jax.Array, forward: jax.Array, backward: jax.Array,

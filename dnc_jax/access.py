@@ -10,8 +10,9 @@ import jax
 import jax.numpy as jnp
 
 from dnc_jax import addressing
+from dnc_jax import fused
 from dnc_jax import sparse_link
-from dnc_jax.config import DNCConfig
+from dnc_jax.config import MEMORY_BACKENDS, DNCConfig
 from dnc_jax.interface import parse_interface
 from dnc_jax.types import (AccessState, MemoryInterface,
                            SparseTemporalLinkageState, TemporalLinkageState)
@@ -101,8 +102,8 @@ def _indexed_directional_weights(indices: jax.Array, values: jax.Array,
 
 
 def memory_step(interface: MemoryInterface, prev_state: AccessState, *,
-                link_sparsity: Optional[int] = None
-                ) -> Tuple[jax.Array, AccessState]:
+                link_sparsity: Optional[int] = None,
+                backend: str = "auto") -> Tuple[jax.Array, AccessState]:
   """One step of memory access (DESIGN 2.3), a pure function.
 
   Args:
@@ -112,10 +113,41 @@ def memory_step(interface: MemoryInterface, prev_state: AccessState, *,
       holds a dense link matrix; ``None`` for the exact dense link. With an
       indexed :class:`SparseTemporalLinkageState`, ``K`` is its last axis and
       this argument must be ``None`` or equal to it.
+    backend: ``"xla"`` composes the functions of :mod:`dnc_jax.addressing`
+      (any device); ``"fused"`` runs the fused CPU kernel of
+      :mod:`dnc_jax.fused` (dense link or none, float32/float64); ``"auto"``
+      takes the fused kernel where the step runs on a CPU and the kernel
+      supports it, and the XLA path elsewhere. Values and gradients agree.
   Returns:
     ``(read_words [B, R, W], next_state)``; ``next_state`` has exactly the
     structure of ``prev_state``.
   """
+  if backend not in MEMORY_BACKENDS:
+    raise ValueError(f"backend must be one of {MEMORY_BACKENDS}, got "
+                     f"{backend!r}")
+  _check_step_inputs(interface, prev_state, link_sparsity)
+  xla_step = functools.partial(_xla_memory_step, link_sparsity=link_sparsity)
+  if backend == "xla":
+    return xla_step(interface, prev_state)
+  supported = fused.supports(interface, prev_state, link_sparsity)
+  if backend == "fused":
+    if not supported:
+      raise ValueError("the fused memory step needs the dense temporal link "
+                       "(or none) and float32 or float64 arrays throughout")
+    if not fused.available():
+      raise fused.FusedKernelUnavailable(
+          "the fused memory step could not be built; see the warning above")
+    return fused.memory_step(interface, prev_state)
+  if not (supported and fused.available()):
+    return xla_step(interface, prev_state)
+  # The kernel exists only for the CPU; lowering keeps just the branch of
+  # the platform the computation is placed on.
+  return jax.lax.platform_dependent(interface, prev_state,
+                                    cpu=fused.memory_step, default=xla_step)
+
+
+def _check_step_inputs(interface: MemoryInterface, prev_state: AccessState,
+                       link_sparsity: Optional[int]):
   linkage = prev_state.linkage
   if isinstance(linkage, SparseTemporalLinkageState):
     stored_k = linkage.link_indices.shape[-1]
@@ -125,6 +157,13 @@ def memory_step(interface: MemoryInterface, prev_state: AccessState, *,
   if linkage is not None and interface.read_modes is None:
     raise ValueError("the state has temporal links but the interface has no "
                      "read_modes")
+
+
+def _xla_memory_step(interface: MemoryInterface, prev_state: AccessState, *,
+                     link_sparsity: Optional[int]
+                     ) -> Tuple[jax.Array, AccessState]:
+  """:func:`memory_step` composed from :mod:`dnc_jax.addressing`."""
+  linkage = prev_state.linkage
   num_writes = prev_state.write_weights.shape[-2]
 
   usage = addressing.usage_update(prev_state.usage, prev_state.write_weights,
@@ -183,5 +222,6 @@ class MemoryAccess(hk.Module):
     sparsity = None if self._config.sparse_link_indexed else (
         self._config.link_sparsity)
     read_words, state = memory_step(interface, prev_state,
-                                    link_sparsity=sparsity)
+                                    link_sparsity=sparsity,
+                                    backend=self._config.memory_backend)
     return read_words, state, interface

@@ -8,6 +8,7 @@ from typing import Optional
 CONTROLLERS = ("lstm", "deep_lstm", "feedforward")
 STRENGTH_SQUASHES = ("oneplus", "softplus")
 LINK_STORAGES = ("dense", "indexed")
+MEMORY_BACKENDS = ("auto", "xla", "fused")
 
 
 def _require_int(name: str, value, low: int, high: Optional[int] = None):
@@ -55,6 +56,9 @@ class DNCConfig:
     controller_grad_clip: when given, the gradient flowing into the
       controller's activations is clipped element-wise to ``±value`` (the
       paper's bAbI setting uses 10).
+    memory_backend: how the memory step runs (see
+      :func:`~dnc_jax.memory_step`): ``"auto"`` (the fused CPU kernel where
+      it applies, XLA elsewhere), ``"xla"`` or ``"fused"``.
   """
 
   output_size: int
@@ -72,6 +76,7 @@ class DNCConfig:
   use_temporal_links: bool = True
   input_size: Optional[int] = None
   controller_grad_clip: Optional[float] = None
+  memory_backend: str = "auto"
 
   def __post_init__(self):
     _require_int("output_size", self.output_size, 1)
@@ -100,6 +105,7 @@ class DNCConfig:
         and self.controller_grad_clip > 0):
       raise ValueError("controller_grad_clip must be None or a number > 0, "
                        f"got {self.controller_grad_clip!r}")
+    _require_choice("memory_backend", self.memory_backend, MEMORY_BACKENDS)
 
   @property
   def num_read_modes(self) -> int:

@@ -1,5 +1,6 @@
 """The pure step against the original TF release's recorded memory access."""
 
+import functools
 import pathlib
 
 import jax
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from dnc_jax import (AccessState, MemoryInterface, TemporalLinkageState,
-                     memory_step)
+                     fused, memory_step)
 
 GOLDEN = pathlib.Path(__file__).parent / "data" / "official_access.npz"
 
@@ -19,8 +20,11 @@ def _to_library_modes(modes, h):
                         axis=-1)
 
 
+@pytest.mark.parametrize("backend", ["xla", "fused"])
 @pytest.mark.parametrize("case", ["h1", "h3"])
-def test_matches_original_release(case):
+def test_matches_original_release(case, backend):
+  if backend == "fused" and not fused.available():
+    pytest.skip("no C++ compiler for the fused kernel")
   data = np.load(GOLDEN)
   g = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(case)}
   h = g["initial_write_weights"].shape[1]
@@ -33,7 +37,7 @@ def test_matches_original_release(case):
           precedence_weights=jnp.asarray(g["initial_precedence_weights"])),
       usage=jnp.asarray(g["initial_usage"]))
   assert state.memory.dtype == jnp.float32
-  step = jax.jit(memory_step)
+  step = jax.jit(functools.partial(memory_step, backend=backend))
   for t in range(g["read_words"].shape[0]):
     iface = MemoryInterface(
         read_keys=g["read_content_keys"][t],

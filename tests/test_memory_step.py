@@ -6,17 +6,18 @@ import pytest
 
 import reference as ref
 from helpers import example, random_interface, state_to_reference
-from dnc_jax import DNCConfig, initial_access_state, memory_step
+from dnc_jax import DNCConfig, fused, initial_access_state, memory_step
 
 STEPS = 12
 N, W = 10, 4
 
 
-def run_both(config, steps, rng, sharp, storage_sparsity):
+def run_both(config, steps, rng, sharp, storage_sparsity, backend):
   b = 2
   state = initial_access_state(config, b, np.float64)
   ref_states = [state_to_reference(state, i) for i in range(b)]
-  step = jax.jit(lambda i, s: memory_step(i, s, link_sparsity=storage_sparsity))
+  step = jax.jit(lambda i, s: memory_step(i, s, link_sparsity=storage_sparsity,
+                                          backend=backend))
   links_seen = 0
   for _ in range(steps):
     iface = random_interface(rng, b, config.num_reads, config.num_writes, W,
@@ -36,9 +37,12 @@ def run_both(config, steps, rng, sharp, storage_sparsity):
 
 @pytest.mark.parametrize("num_writes", [1, 3])
 @pytest.mark.parametrize("num_reads", [1, 4])
-@pytest.mark.parametrize("link", ["dense", "sparse_dense", "sparse_indexed",
-                                  "none"])
-def test_memory_step_matches_reference(num_writes, num_reads, link):
+@pytest.mark.parametrize("link,backend", [
+    ("dense", "xla"), ("dense", "fused"), ("sparse_dense", "xla"),
+    ("sparse_indexed", "xla"), ("none", "xla"), ("none", "fused")])
+def test_memory_step_matches_reference(num_writes, num_reads, link, backend):
+  if backend == "fused" and not fused.available():
+    pytest.skip("no C++ compiler for the fused kernel")
   sparsity = None if link in ("dense", "none") else 3
   config = DNCConfig(output_size=1, memory_size=N, word_size=W,
                      num_reads=num_reads, num_writes=num_writes,
@@ -49,6 +53,6 @@ def test_memory_step_matches_reference(num_writes, num_reads, link):
   rng = np.random.default_rng(num_writes * 10 + num_reads)
   # Sharp interfaces make writes concentrated so sparse links survive 1/K.
   links_seen = run_both(config, STEPS, rng, sharp=3.0,
-                        storage_sparsity=storage_sparsity)
+                        storage_sparsity=storage_sparsity, backend=backend)
   # The comparison covers links only if some were actually made.
   assert (links_seen > 0) == (link != "none")

@@ -1,0 +1,987 @@
+// The DNC memory step (DESIGN 2.3) and its vector-Jacobian product, fused
+// into two XLA FFI custom calls for the CPU.
+//
+// Under XLA:CPU one memory step is ~100 small operations per step, each
+// streaming its operands through memory; here each example's step runs
+// start to finish on one core with its working set in cache, and the
+// examples of a batch run in parallel on XLA's intra-op thread pool. The
+// maths is exactly that of dnc_jax/addressing.py; tests compare values and
+// gradients with it.
+//
+// Shapes (per example; every leading axis of `memory` is a batch axis):
+//   interface: read_keys [R,W], read_strengths [R], write_keys [H,W],
+//     write_strengths [H], erase [H,W], write_vectors [H,W], free_gates [R],
+//     allocation_gates [H], write_gates [H], read_modes [R,1+2H]
+//     (backward x H, content, forward x H).
+//   state: memory [N,W], read_weights [R,N], write_weights [H,N],
+//     link [H,N,N], precedence [H,N], usage [N].
+// Without temporal links, read_modes, link and precedence have no elements
+// and the read weighting is the content weighting.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <numeric>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace dnc {
+namespace {
+
+constexpr double kNormEpsilon = 1e-6;        // addressing.NORM_EPSILON
+constexpr double kAllocationEpsilon = 1e-6;  // addressing.ALLOCATION_EPSILON
+
+struct Dims {
+  int64_t batch, slots, word, reads, writes;
+  bool links;
+  int64_t modes() const { return 1 + 2 * writes; }
+};
+
+// Pointers to one example's arrays; `T` is float or double.
+template <typename T>
+struct Interface {
+  const T *read_keys, *read_strengths, *write_keys, *write_strengths, *erase,
+      *write_vectors, *free_gates, *allocation_gates, *write_gates,
+      *read_modes;
+};
+
+template <typename T>
+struct State {
+  const T *memory, *read_weights, *write_weights, *link, *precedence, *usage;
+};
+
+template <typename T>
+struct MutableState {
+  T *memory, *read_weights, *write_weights, *link, *precedence, *usage;
+};
+
+template <typename T>
+struct MutableInterface {
+  T *read_keys, *read_strengths, *write_keys, *write_strengths, *erase,
+      *write_vectors, *free_gates, *allocation_gates, *write_gates,
+      *read_modes;
+};
+
+// ---------------------------------------------------------------------------
+// Content addressing: weights[k, n] = softmax_n(beta_k * cos(key_k, M[n])).
+
+template <typename T>
+void RowNorms(const T* memory, const Dims& d, T* norms) {
+  for (int64_t n = 0; n < d.slots; ++n) {
+    const T* row = memory + n * d.word;
+    T sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t c = 0; c < d.word; ++c) sum += row[c] * row[c];
+    norms[n] = std::sqrt(sum + T(kNormEpsilon));
+  }
+}
+
+// Fills similarity[n] (the cosine) and weights[n] for one key.
+template <typename T>
+void ContentWeights(const T* memory, const T* row_norms, const T* key,
+                    T strength, const Dims& d, T* similarity, T* weights) {
+  T key_sum = 0;
+  for (int64_t c = 0; c < d.word; ++c) key_sum += key[c] * key[c];
+  const T key_norm = std::sqrt(key_sum + T(kNormEpsilon));
+  T max_score = -INFINITY;
+  for (int64_t n = 0; n < d.slots; ++n) {
+    const T* row = memory + n * d.word;
+    T dot = 0;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t c = 0; c < d.word; ++c) dot += key[c] * row[c];
+    similarity[n] = dot / (key_norm * row_norms[n] + T(kNormEpsilon));
+    max_score = std::max(max_score, strength * similarity[n]);
+  }
+  T total = 0;
+  for (int64_t n = 0; n < d.slots; ++n) {
+    weights[n] = std::exp(strength * similarity[n] - max_score);
+    total += weights[n];
+  }
+  for (int64_t n = 0; n < d.slots; ++n) weights[n] /= total;
+}
+
+// Backward of ContentWeights given g_weights; adds into g_memory, g_key,
+// g_row_norms and returns d loss / d strength.
+template <typename T>
+T ContentWeightsBackward(const T* memory, const T* row_norms, const T* key,
+                         T strength, const T* similarity, const T* weights,
+                         const T* g_weights, const Dims& d, T* g_memory,
+                         T* g_key, T* g_row_norms) {
+  T key_sum = 0;
+  for (int64_t c = 0; c < d.word; ++c) key_sum += key[c] * key[c];
+  const T key_norm = std::sqrt(key_sum + T(kNormEpsilon));
+  T weighted = 0;
+  for (int64_t n = 0; n < d.slots; ++n) weighted += g_weights[n] * weights[n];
+  T g_strength = 0, g_key_norm = 0;
+  for (int64_t n = 0; n < d.slots; ++n) {
+    const T g_score = weights[n] * (g_weights[n] - weighted);
+    g_strength += g_score * similarity[n];
+    const T g_similarity = strength * g_score;
+    const T denominator = key_norm * row_norms[n] + T(kNormEpsilon);
+    const T g_dot = g_similarity / denominator;
+    // similarity = dot / denominator; d/d(denominator) = -similarity / den.
+    const T g_denominator = -g_similarity * similarity[n] / denominator;
+    g_key_norm += g_denominator * row_norms[n];
+    g_row_norms[n] += g_denominator * key_norm;
+    const T* row = memory + n * d.word;
+    T* g_row = g_memory + n * d.word;
+#pragma omp simd
+    for (int64_t c = 0; c < d.word; ++c) {
+      g_key[c] += g_dot * row[c];
+      g_row[c] += g_dot * key[c];
+    }
+  }
+  for (int64_t c = 0; c < d.word; ++c)
+    g_key[c] += g_key_norm * key[c] / key_norm;
+  return g_strength;
+}
+
+template <typename T>
+void RowNormsBackward(const T* memory, const T* row_norms,
+                      const T* g_row_norms, const Dims& d, T* g_memory) {
+  for (int64_t n = 0; n < d.slots; ++n) {
+    const T scale = g_row_norms[n] / row_norms[n];
+    const T* row = memory + n * d.word;
+    T* g_row = g_memory + n * d.word;
+#pragma omp simd
+    for (int64_t c = 0; c < d.word; ++c) g_row[c] += scale * row[c];
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Allocation: a[phi_j] = (1 - u[phi_j]) prod_{i<j} u[phi_i], phi sorting the
+// clipped usage ascending (stable: ties go to the lower index).
+
+template <typename T>
+struct Allocation {
+  std::vector<int64_t> order;  // [N] slot of each rank
+  std::vector<T> sorted;       // [N] clipped usage, sorted
+  std::vector<T> before;       // [N] prod of the sorted usages before rank j
+};
+
+template <typename T>
+void AllocationWeights(const T* usage, const Dims& d, Allocation<T>& alloc,
+                       T* weights) {
+  const int64_t n_slots = d.slots;
+  alloc.order.resize(n_slots);
+  alloc.sorted.resize(n_slots);
+  alloc.before.resize(n_slots);
+  std::vector<T> clipped(n_slots);
+  for (int64_t n = 0; n < n_slots; ++n)
+    clipped[n] = T(kAllocationEpsilon) + (T(1) - T(kAllocationEpsilon)) *
+                                             usage[n];
+  std::iota(alloc.order.begin(), alloc.order.end(), 0);
+  std::stable_sort(alloc.order.begin(), alloc.order.end(),
+                   [&](int64_t a, int64_t b) {
+                     return clipped[a] < clipped[b];
+                   });
+  T product = 1;
+  for (int64_t j = 0; j < n_slots; ++j) {
+    const int64_t slot = alloc.order[j];
+    alloc.sorted[j] = clipped[slot];
+    alloc.before[j] = product;
+    weights[slot] = (T(1) - clipped[slot]) * product;
+    product *= clipped[slot];
+  }
+}
+
+// Adds d loss / d usage for the given g_weights (the sort is a constant).
+template <typename T>
+void AllocationBackward(const Allocation<T>& alloc, const T* g_weights,
+                        const Dims& d, T* g_usage) {
+  const int64_t n_slots = d.slots;
+  std::vector<T> g_sorted(n_slots), g_before(n_slots);
+  for (int64_t j = 0; j < n_slots; ++j) {
+    const T g = g_weights[alloc.order[j]];
+    g_sorted[j] = -g * alloc.before[j];
+    g_before[j] = g * (T(1) - alloc.sorted[j]);
+  }
+  // before[j] = before[j-1] * sorted[j-1]: the adjoint runs backwards and
+  // never divides, so a zero usage is as safe as any other.
+  for (int64_t j = n_slots - 1; j >= 1; --j) {
+    g_before[j - 1] += g_before[j] * alloc.sorted[j - 1];
+    g_sorted[j - 1] += g_before[j] * alloc.before[j - 1];
+  }
+  for (int64_t j = 0; j < n_slots; ++j)
+    g_usage[alloc.order[j]] += (T(1) - T(kAllocationEpsilon)) * g_sorted[j];
+}
+
+// ---------------------------------------------------------------------------
+// Everything the forward pass computes for one example; the backward pass
+// recomputes it from the inputs rather than storing it.
+
+template <typename T>
+struct Forward {
+  std::vector<T> retained_usage;  // [N] (u + w - u w) before retention
+  std::vector<T> retention;       // [N] psi
+  std::vector<T> usage;           // [N] u_t
+  std::vector<T> prev_norms;      // [N] row norms of M_{t-1}
+  std::vector<T> write_similarity, write_content;  // [H,N]
+  std::vector<Allocation<T>> allocation;           // [H]
+  std::vector<T> head_usage;      // [H,N] usage each head allocated from
+  std::vector<T> allocation_weights;  // [H,N]
+  std::vector<T> write_weights;   // [H,N]
+  std::vector<T> memory;          // [N,W] M_t
+  std::vector<T> norms;           // [N] row norms of M_t
+  std::vector<T> read_similarity, read_content;  // [R,N]
+  std::vector<T> forward, backward;  // [R,H,N] directional weightings
+  std::vector<T> read_weights;    // [R,N]
+};
+
+// Steps 1-6 and 10 of DESIGN 2.3: everything but the links and the reads.
+template <typename T>
+void ForwardMemory(const Interface<T>& in, const State<T>& prev,
+                   const Dims& d, Forward<T>& f) {
+  const int64_t N = d.slots, W = d.word, R = d.reads, H = d.writes;
+  f.retained_usage.assign(N, 0);
+  f.retention.assign(N, 1);
+  f.usage.assign(N, 0);
+  for (int64_t n = 0; n < N; ++n) {
+    T kept = 1;
+    for (int64_t h = 0; h < H; ++h) kept *= T(1) - prev.write_weights[h * N + n];
+    const T written = T(1) - kept;
+    f.retained_usage[n] =
+        prev.usage[n] + written - prev.usage[n] * written;
+  }
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t n = 0; n < N; ++n)
+      f.retention[n] *= T(1) - in.free_gates[r] * prev.read_weights[r * N + n];
+  for (int64_t n = 0; n < N; ++n)
+    f.usage[n] = f.retained_usage[n] * f.retention[n];
+
+  f.prev_norms.resize(N);
+  RowNorms(prev.memory, d, f.prev_norms.data());
+  f.write_similarity.resize(H * N);
+  f.write_content.resize(H * N);
+  for (int64_t h = 0; h < H; ++h)
+    ContentWeights(prev.memory, f.prev_norms.data(), in.write_keys + h * W,
+                   in.write_strengths[h], d, &f.write_similarity[h * N],
+                   &f.write_content[h * N]);
+
+  f.allocation.resize(H);
+  f.head_usage.resize(H * N);
+  f.allocation_weights.resize(H * N);
+  std::copy(f.usage.begin(), f.usage.end(), f.head_usage.begin());
+  for (int64_t h = 0; h < H; ++h) {
+    T* u = &f.head_usage[h * N];
+    T* a = &f.allocation_weights[h * N];
+    AllocationWeights(u, d, f.allocation[h], a);
+    if (h + 1 < H) {
+      const T gate = in.allocation_gates[h] * in.write_gates[h];
+      T* next = &f.head_usage[(h + 1) * N];
+      for (int64_t n = 0; n < N; ++n)
+        next[n] = u[n] + (T(1) - u[n]) * gate * a[n];
+    }
+  }
+
+  f.write_weights.resize(H * N);
+  for (int64_t h = 0; h < H; ++h) {
+    const T ag = in.allocation_gates[h], wg = in.write_gates[h];
+    for (int64_t n = 0; n < N; ++n)
+      f.write_weights[h * N + n] =
+          wg * (ag * f.allocation_weights[h * N + n] +
+                (T(1) - ag) * f.write_content[h * N + n]);
+  }
+
+  f.memory.resize(N * W);
+  for (int64_t n = 0; n < N; ++n) {
+    const T* row0 = prev.memory + n * W;
+    T* row = &f.memory[n * W];
+    std::copy(row0, row0 + W, row);
+    for (int64_t h = 0; h < H; ++h) {  // erase, head by head
+      const T w = f.write_weights[h * N + n];
+      const T* e = in.erase + h * W;
+#pragma omp simd
+      for (int64_t c = 0; c < W; ++c) row[c] *= T(1) - w * e[c];
+    }
+    for (int64_t h = 0; h < H; ++h) {  // then add
+      const T w = f.write_weights[h * N + n];
+      const T* v = in.write_vectors + h * W;
+#pragma omp simd
+      for (int64_t c = 0; c < W; ++c) row[c] += w * v[c];
+    }
+  }
+
+  f.norms.resize(N);
+  RowNorms(f.memory.data(), d, f.norms.data());
+  f.read_similarity.resize(R * N);
+  f.read_content.resize(R * N);
+  for (int64_t r = 0; r < R; ++r)
+    ContentWeights(f.memory.data(), f.norms.data(), in.read_keys + r * W,
+                   in.read_strengths[r], d, &f.read_similarity[r * N],
+                   &f.read_content[r * N]);
+}
+
+// New link row i of one head: L[i, j] = (1 - w_i - w_j) L0[i, j] + w_i p0[j].
+template <typename T>
+inline T LinkEntry(T prev, T w_i, T w_j, T p_j) {
+  return (T(1) - w_i - w_j) * prev + w_i * p_j;
+}
+
+// Steps 7-9 and 11: link, precedence, directional and read weightings.
+// Writes the new link and precedence when `link_out` is given.
+template <typename T>
+void ForwardLinks(const Interface<T>& in, const State<T>& prev, const Dims& d,
+                  Forward<T>& f, T* link_out, T* precedence_out) {
+  const int64_t N = d.slots, R = d.reads, H = d.writes, M = d.modes();
+  f.read_weights.resize(R * N);
+  if (!d.links) {
+    f.read_weights = f.read_content;
+    return;
+  }
+  f.forward.assign(R * H * N, 0);
+  f.backward.assign(R * H * N, 0);
+  std::vector<T> row(N);  // one row of the new link
+  for (int64_t h = 0; h < H; ++h) {
+    const T* w = &f.write_weights[h * N];
+    const T* p = prev.precedence + h * N;
+    const T* L0 = prev.link + h * N * N;
+    for (int64_t i = 0; i < N; ++i) {
+      const T w_i = w[i];
+      const T* row0 = L0 + i * N;
+#pragma omp simd
+      for (int64_t j = 0; j < N; ++j) row[j] = LinkEntry(row0[j], w_i, w[j], p[j]);
+      row[i] = 0;
+      if (link_out) std::copy(row.begin(), row.end(), link_out + h * N * N + i * N);
+      for (int64_t r = 0; r < R; ++r) {
+        const T* read = prev.read_weights + r * N;
+        const T read_i = read[i];
+        T* back = &f.backward[(r * H + h) * N];
+        T acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t j = 0; j < N; ++j) {
+          acc += row[j] * read[j];
+          back[j] += row[j] * read_i;
+        }
+        f.forward[(r * H + h) * N + i] = acc;
+      }
+    }
+    if (precedence_out) {
+      T written = 0;
+      for (int64_t n = 0; n < N; ++n) written += w[n];
+      for (int64_t n = 0; n < N; ++n)
+        precedence_out[h * N + n] = (T(1) - written) * p[n] + w[n];
+    }
+  }
+  for (int64_t r = 0; r < R; ++r) {
+    const T* modes = in.read_modes + r * M;
+    for (int64_t n = 0; n < N; ++n) {
+      T value = modes[H] * f.read_content[r * N + n];
+      for (int64_t h = 0; h < H; ++h)
+        value += modes[h] * f.backward[(r * H + h) * N + n] +
+                 modes[H + 1 + h] * f.forward[(r * H + h) * N + n];
+      f.read_weights[r * N + n] = value;
+    }
+  }
+}
+
+template <typename T>
+void ForwardExample(const Interface<T>& in, const State<T>& prev,
+                    const Dims& d, Forward<T>& f, T* read_words,
+                    const MutableState<T>& out) {
+  const int64_t N = d.slots, W = d.word, R = d.reads, H = d.writes;
+  ForwardMemory(in, prev, d, f);
+  ForwardLinks(in, prev, d, f, out.link, out.precedence);
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t c = 0; c < W; ++c) read_words[r * W + c] = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      const T weight = f.read_weights[r * N + n];
+      const T* row = &f.memory[n * W];
+#pragma omp simd
+      for (int64_t c = 0; c < W; ++c) read_words[r * W + c] += weight * row[c];
+    }
+  }
+  std::copy(f.memory.begin(), f.memory.end(), out.memory);
+  std::copy(f.read_weights.begin(), f.read_weights.end(), out.read_weights);
+  std::copy(f.write_weights.begin(), f.write_weights.end(),
+            out.write_weights);
+  std::copy(f.usage.begin(), f.usage.end(), out.usage);
+  (void)H;
+}
+
+// ---------------------------------------------------------------------------
+// Backward pass of one example. `g_out` holds the cotangents of the outputs
+// (read words, and the next state); `g_in`/`g_prev` receive those of the
+// inputs. The previous write weights get none (usage stops their gradient).
+
+template <typename T>
+void BackwardExample(const Interface<T>& in, const State<T>& prev,
+                     const Dims& d, const T* g_read_words,
+                     const State<T>& g_out, Forward<T>& f,
+                     const MutableInterface<T>& g_in,
+                     const MutableState<T>& g_prev) {
+  const int64_t N = d.slots, W = d.word, R = d.reads, H = d.writes,
+                M = d.modes();
+  ForwardMemory(in, prev, d, f);
+  // Directional weightings are recomputed inside the link pass below.
+
+  std::vector<T> g_memory(g_out.memory, g_out.memory + N * W);
+  std::vector<T> g_read(g_out.read_weights, g_out.read_weights + R * N);
+  std::vector<T> g_write(g_out.write_weights, g_out.write_weights + H * N);
+  std::vector<T> g_usage(g_out.usage, g_out.usage + N);
+
+  // Read words = read_weights^T M_t. The read weights are needed first.
+  if (d.links) {
+    f.read_weights.assign(R * N, 0);  // filled after the link pass
+  } else {
+    f.read_weights = f.read_content;
+  }
+
+  std::fill(g_prev.read_weights, g_prev.read_weights + R * N, T(0));
+  std::fill(g_prev.write_weights, g_prev.write_weights + H * N, T(0));
+
+  std::vector<T> g_content(R * N);
+  if (d.links) {
+    // g_read (cotangent of the new read weights) needs the read words'
+    // part, which depends only on M_t: add it now.
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t n = 0; n < N; ++n) {
+        T acc = 0;
+        const T* row = &f.memory[n * W];
+#pragma omp simd reduction(+ : acc)
+        for (int64_t c = 0; c < W; ++c) acc += g_read_words[r * W + c] * row[c];
+        g_read[r * N + n] += acc;
+      }
+    std::fill(g_in.read_modes, g_in.read_modes + R * M, T(0));
+    for (int64_t r = 0; r < R; ++r) {
+      const T* modes = in.read_modes + r * M;
+      T content_mode = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        g_content[r * N + n] = modes[H] * g_read[r * N + n];
+        content_mode += g_read[r * N + n] * f.read_content[r * N + n];
+      }
+      g_in.read_modes[r * M + H] = content_mode;
+    }
+    // Link pass, head by head, one row at a time: recompute the new link
+    // row, accumulate the directional weightings (for the read modes'
+    // gradient and the read weights) and push every cotangent through.
+    f.forward.assign(R * H * N, 0);
+    f.backward.assign(R * H * N, 0);
+    std::vector<T> g_fwd(R * N), g_bwd(R * N), row(N);
+    for (int64_t h = 0; h < H; ++h) {
+      const T* w = &f.write_weights[h * N];
+      const T* p = prev.precedence + h * N;
+      const T* L0 = prev.link + h * N * N;
+      const T* gL = g_out.link + h * N * N;
+      T* gL0 = g_prev.link + h * N * N;
+      T* gp0 = g_prev.precedence + h * N;
+      T* gw = &g_write[h * N];
+      // Precedence: p_t = (1 - sum w) p0 + w.
+      T written = 0, g_dot_p = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        written += w[n];
+        g_dot_p += g_out.precedence[h * N + n] * p[n];
+      }
+      for (int64_t n = 0; n < N; ++n) {
+        gp0[n] = (T(1) - written) * g_out.precedence[h * N + n];
+        gw[n] += g_out.precedence[h * N + n] - g_dot_p;
+      }
+      for (int64_t r = 0; r < R; ++r) {
+        const T* modes = in.read_modes + r * M;
+        for (int64_t n = 0; n < N; ++n) {
+          g_bwd[r * N + n] = modes[h] * g_read[r * N + n];
+          g_fwd[r * N + n] = modes[H + 1 + h] * g_read[r * N + n];
+        }
+      }
+      for (int64_t i = 0; i < N; ++i) {
+        const T w_i = w[i];
+        const T* row0 = L0 + i * N;
+        const T* g_row = gL + i * N;
+        T* g_row0 = gL0 + i * N;
+        // G[i, j] = gL[i, j] + sum_r g_fwd[r, i] read[r, j]
+        //                    + read[r, i] g_bwd[r, j], zero on the diagonal.
+        // Build G's row in g_row0, then scale it in place.
+#pragma omp simd
+        for (int64_t j = 0; j < N; ++j) g_row0[j] = g_row[j];
+        for (int64_t r = 0; r < R; ++r) {
+          const T* read = prev.read_weights + r * N;
+          const T gf_i = g_fwd[r * N + i], read_i = read[i];
+          const T* gb = &g_bwd[r * N];
+#pragma omp simd
+          for (int64_t j = 0; j < N; ++j)
+            g_row0[j] += gf_i * read[j] + read_i * gb[j];
+        }
+        g_row0[i] = 0;
+#pragma omp simd
+        for (int64_t j = 0; j < N; ++j) row[j] = LinkEntry(row0[j], w_i, w[j], p[j]);
+        row[i] = 0;
+        for (int64_t r = 0; r < R; ++r) {
+          const T* read = prev.read_weights + r * N;
+          const T read_i = read[i];
+          const T gf_i = g_fwd[r * N + i];
+          const T* gb = &g_bwd[r * N];
+          T* back = &f.backward[(r * H + h) * N];
+          T* g_read_prev = g_prev.read_weights + r * N;
+          T fwd = 0, g_read_i = 0;
+#pragma omp simd reduction(+ : fwd, g_read_i)
+          for (int64_t j = 0; j < N; ++j) {
+            fwd += row[j] * read[j];
+            back[j] += row[j] * read_i;
+            // forward[r, i] = sum_j L[i, j] read[r, j]
+            g_read_prev[j] += gf_i * row[j];
+            // backward[r, j] = sum_i L[i, j] read[r, i]
+            g_read_i += gb[j] * row[j];
+          }
+          f.forward[(r * H + h) * N + i] = fwd;
+          g_read_prev[i] += g_read_i;
+        }
+        T g_w_i = 0;
+        T* gp = gp0;
+#pragma omp simd reduction(+ : g_w_i)
+        for (int64_t j = 0; j < N; ++j) {
+          const T G = g_row0[j];
+          g_w_i += G * (p[j] - row0[j]);
+          gw[j] -= G * row0[j];
+          gp[j] += G * w_i;
+          g_row0[j] = (T(1) - w_i - w[j]) * G;
+        }
+        gw[i] += g_w_i;
+      }
+    }
+    for (int64_t r = 0; r < R; ++r) {
+      const T* modes = in.read_modes + r * M;
+      for (int64_t h = 0; h < H; ++h) {
+        T g_back = 0, g_fore = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          g_back += g_read[r * N + n] * f.backward[(r * H + h) * N + n];
+          g_fore += g_read[r * N + n] * f.forward[(r * H + h) * N + n];
+        }
+        g_in.read_modes[r * M + h] = g_back;
+        g_in.read_modes[r * M + H + 1 + h] = g_fore;
+      }
+      for (int64_t n = 0; n < N; ++n) {
+        T value = modes[H] * f.read_content[r * N + n];
+        for (int64_t h = 0; h < H; ++h)
+          value += modes[h] * f.backward[(r * H + h) * N + n] +
+                   modes[H + 1 + h] * f.forward[(r * H + h) * N + n];
+        f.read_weights[r * N + n] = value;
+      }
+    }
+  } else {
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t n = 0; n < N; ++n) {
+        T acc = 0;
+        const T* row = &f.memory[n * W];
+#pragma omp simd reduction(+ : acc)
+        for (int64_t c = 0; c < W; ++c) acc += g_read_words[r * W + c] * row[c];
+        g_content[r * N + n] = g_read[r * N + n] + acc;
+      }
+  }
+
+  // Read words: M_t's cotangent from read_words = read_weights^T M_t.
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t r = 0; r < R; ++r) {
+      const T weight = f.read_weights[r * N + n];
+      T* g_row = &g_memory[n * W];
+#pragma omp simd
+      for (int64_t c = 0; c < W; ++c) g_row[c] += weight * g_read_words[r * W + c];
+    }
+
+  // Read content weighting on M_t.
+  std::vector<T> g_norms(N, 0);
+  for (int64_t r = 0; r < R; ++r) {
+    T* g_key = g_in.read_keys + r * W;
+    std::fill(g_key, g_key + W, T(0));
+    g_in.read_strengths[r] = ContentWeightsBackward(
+        f.memory.data(), f.norms.data(), in.read_keys + r * W,
+        in.read_strengths[r], &f.read_similarity[r * N],
+        &f.read_content[r * N], &g_content[r * N], d, g_memory.data(), g_key,
+        g_norms.data());
+  }
+  RowNormsBackward(f.memory.data(), f.norms.data(), g_norms.data(), d,
+                   g_memory.data());
+
+  // Erase and write: M_t = M_{t-1} * prod_h (1 - w_h e_h^T) + sum_h w_h v_h^T.
+  // Per slot n, with F_h[c] = 1 - w_h[n] e_h[c] and keep = prod_h F_h.
+  std::fill(g_in.erase, g_in.erase + H * W, T(0));
+  std::fill(g_in.write_vectors, g_in.write_vectors + H * W, T(0));
+  std::vector<T> factors(H * W), keep(W), g_keep(W), others(W);
+  for (int64_t n = 0; n < N; ++n) {
+    const T* g = &g_memory[n * W];
+    const T* row0 = prev.memory + n * W;
+    std::fill(keep.begin(), keep.end(), T(1));
+    for (int64_t h = 0; h < H; ++h) {
+      const T w = f.write_weights[h * N + n];
+      const T* e = in.erase + h * W;
+      T* factor = &factors[h * W];
+#pragma omp simd
+      for (int64_t c = 0; c < W; ++c) {
+        factor[c] = T(1) - w * e[c];
+        keep[c] *= factor[c];
+      }
+    }
+    T* g_row0 = g_prev.memory + n * W;
+#pragma omp simd
+    for (int64_t c = 0; c < W; ++c) {
+      g_row0[c] = g[c] * keep[c];
+      g_keep[c] = g[c] * row0[c];
+    }
+    for (int64_t h = 0; h < H; ++h) {
+      const T w = f.write_weights[h * N + n];
+      const T* e = in.erase + h * W;
+      const T* v = in.write_vectors + h * W;
+      // The product over the other heads, without dividing by F_h.
+      std::fill(others.begin(), others.end(), T(1));
+      for (int64_t k = 0; k < H; ++k) {
+        if (k == h) continue;
+        const T* factor = &factors[k * W];
+#pragma omp simd
+        for (int64_t c = 0; c < W; ++c) others[c] *= factor[c];
+      }
+      T* g_v = g_in.write_vectors + h * W;
+      T* g_e = g_in.erase + h * W;
+      T g_w = 0;
+#pragma omp simd reduction(+ : g_w)
+      for (int64_t c = 0; c < W; ++c) {
+        g_v[c] += w * g[c];
+        g_w += g[c] * v[c] - g_keep[c] * e[c] * others[c];
+        g_e[c] -= g_keep[c] * w * others[c];
+      }
+      g_write[h * N + n] += g_w;
+    }
+  }
+
+  // Write weighting: w = g^w (g^a a + (1 - g^a) c).
+  std::vector<T> g_alloc(H * N), g_wcontent(H * N);
+  for (int64_t h = 0; h < H; ++h) {
+    const T ag = in.allocation_gates[h], wg = in.write_gates[h];
+    T g_wg = 0, g_ag = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      const T g = g_write[h * N + n];
+      const T a = f.allocation_weights[h * N + n];
+      const T c = f.write_content[h * N + n];
+      g_wg += g * (ag * a + (T(1) - ag) * c);
+      g_ag += g * wg * (a - c);
+      g_alloc[h * N + n] = g * wg * ag;
+      g_wcontent[h * N + n] = g * wg * (T(1) - ag);
+    }
+    g_in.write_gates[h] = g_wg;
+    g_in.allocation_gates[h] = g_ag;
+  }
+
+  // Allocation, head by head in reverse: u_{h+1} = u_h + (1 - u_h) gate a_h.
+  std::vector<T> g_head_usage(N, 0);  // cotangent of the next head's usage
+  for (int64_t h = H - 1; h >= 0; --h) {
+    const T* u = &f.head_usage[h * N];
+    const T* a = &f.allocation_weights[h * N];
+    const T gate = in.allocation_gates[h] * in.write_gates[h];
+    std::vector<T> g_a(&g_alloc[h * N], &g_alloc[h * N] + N);
+    std::vector<T> g_u(N);
+    T g_gate = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      const T g = g_head_usage[n];
+      g_u[n] = g * (T(1) - gate * a[n]);
+      g_gate += g * (T(1) - u[n]) * a[n];
+      g_a[n] += g * (T(1) - u[n]) * gate;
+    }
+    AllocationBackward(f.allocation[h], g_a.data(), d, g_u.data());
+    g_in.allocation_gates[h] += g_gate * in.write_gates[h];
+    g_in.write_gates[h] += g_gate * in.allocation_gates[h];
+    g_head_usage = g_u;
+  }
+  for (int64_t n = 0; n < N; ++n) g_usage[n] += g_head_usage[n];
+
+  // Write content weighting on M_{t-1}.
+  std::fill(g_norms.begin(), g_norms.end(), T(0));
+  for (int64_t h = 0; h < H; ++h) {
+    T* g_key = g_in.write_keys + h * W;
+    std::fill(g_key, g_key + W, T(0));
+    g_in.write_strengths[h] = ContentWeightsBackward(
+        prev.memory, f.prev_norms.data(), in.write_keys + h * W,
+        in.write_strengths[h], &f.write_similarity[h * N],
+        &f.write_content[h * N], &g_wcontent[h * N], d, g_prev.memory, g_key,
+        g_norms.data());
+  }
+  RowNormsBackward(prev.memory, f.prev_norms.data(), g_norms.data(), d,
+                   g_prev.memory);
+
+  // Usage: u_t = (u + w - u w) psi, psi = prod_r (1 - f_r read_r).
+  std::fill(g_in.free_gates, g_in.free_gates + R, T(0));
+  for (int64_t n = 0; n < N; ++n) {
+    T kept = 1;
+    for (int64_t h = 0; h < H; ++h) kept *= T(1) - prev.write_weights[h * N + n];
+    const T written = T(1) - kept;
+    g_prev.usage[n] = g_usage[n] * f.retention[n] * (T(1) - written);
+    const T g_retention = g_usage[n] * f.retained_usage[n];
+    for (int64_t r = 0; r < R; ++r) {
+      T others = 1;
+      for (int64_t k = 0; k < R; ++k)
+        if (k != r) others *= T(1) - in.free_gates[k] * prev.read_weights[k * N + n];
+      g_in.free_gates[r] -= g_retention * prev.read_weights[r * N + n] * others;
+      g_prev.read_weights[r * N + n] -= g_retention * in.free_gates[r] * others;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Running examples in parallel on XLA's thread pool. Workers claim examples
+// from a shared counter; the caller works too and then waits only for
+// examples already claimed, so no task ever waits on an unscheduled one.
+
+template <typename Work>
+void ParallelOverExamples(ffi::ThreadPool& pool, int64_t count,
+                          int64_t work_per_example, const Work& work) {
+  int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  // Small steps are cheaper on one core than handed around.
+  const int64_t min_work_per_task = 1 << 15;
+  threads = std::min<int64_t>(threads, std::max<int64_t>(
+      1, count * work_per_example / min_work_per_task));
+  threads = std::min(threads, count);
+  if (threads <= 1) {
+    for (int64_t b = 0; b < count; ++b) work(b);
+    return;
+  }
+  struct Shared {
+    std::atomic<int64_t> next{0}, done{0};
+    std::mutex mutex;
+    std::condition_variable finished;
+  };
+  auto shared = std::make_shared<Shared>();
+  auto drain = [shared, count, &work]() {
+    int64_t b;
+    while ((b = shared->next.fetch_add(1)) < count) {
+      work(b);
+      if (shared->done.fetch_add(1) + 1 == count) {
+        std::lock_guard<std::mutex> lock(shared->mutex);
+        shared->finished.notify_all();
+      }
+    }
+  };
+  for (int64_t t = 1; t < threads; ++t) {
+    // A late task finds the counter exhausted and touches nothing else.
+    pool.Schedule([shared, count, work_ptr = &work]() {
+      int64_t b;
+      while ((b = shared->next.fetch_add(1)) < count) {
+        (*work_ptr)(b);
+        if (shared->done.fetch_add(1) + 1 == count) {
+          std::lock_guard<std::mutex> lock(shared->mutex);
+          shared->finished.notify_all();
+        }
+      }
+    });
+  }
+  drain();
+  std::unique_lock<std::mutex> lock(shared->mutex);
+  shared->finished.wait(lock, [&] { return shared->done.load() == count; });
+}
+
+// ---------------------------------------------------------------------------
+// FFI plumbing.
+
+ffi::Error CheckDims(const Dims& d) {
+  if (d.slots < 1 || d.word < 1 || d.reads < 1 || d.writes < 1)
+    return ffi::Error::InvalidArgument("dnc memory step: empty dimension");
+  return ffi::Error::Success();
+}
+
+template <ffi::DataType DT>
+Dims DimsOf(const ffi::Buffer<DT>& memory, const ffi::Buffer<DT>& read_keys,
+            const ffi::Buffer<DT>& write_keys, int64_t links) {
+  auto m = memory.dimensions();
+  int64_t batch = 1;
+  for (size_t i = 0; i + 2 < m.size(); ++i) batch *= m[i];
+  auto rk = read_keys.dimensions();
+  auto wk = write_keys.dimensions();
+  return Dims{batch, m[m.size() - 2], m[m.size() - 1], rk[rk.size() - 2],
+              wk[wk.size() - 2], links != 0};
+}
+
+template <ffi::DataType DT>
+using In = ffi::Buffer<DT>;
+template <ffi::DataType DT>
+using Out = ffi::Result<ffi::Buffer<DT>>;
+
+template <ffi::DataType DT>
+ffi::Error ForwardImpl(ffi::ThreadPool pool, In<DT> read_keys,
+                       In<DT> read_strengths, In<DT> write_keys,
+                       In<DT> write_strengths, In<DT> erase,
+                       In<DT> write_vectors, In<DT> free_gates,
+                       In<DT> allocation_gates, In<DT> write_gates,
+                       In<DT> read_modes, In<DT> memory, In<DT> read_weights,
+                       In<DT> write_weights, In<DT> link, In<DT> precedence,
+                       In<DT> usage, Out<DT> read_words, Out<DT> memory_out,
+                       Out<DT> read_weights_out, Out<DT> write_weights_out,
+                       Out<DT> link_out, Out<DT> precedence_out,
+                       Out<DT> usage_out, int64_t links) {
+  using T = ffi::NativeType<DT>;
+  const Dims d = DimsOf(memory, read_keys, write_keys, links);
+  if (auto error = CheckDims(d); error.failure()) return error;
+  const int64_t N = d.slots, W = d.word, R = d.reads, H = d.writes,
+                M = d.modes();
+  const int64_t LN = d.links ? N * N : 0, PN = d.links ? N : 0,
+                MM = d.links ? M : 0;
+  ParallelOverExamples(pool, d.batch, N * (W * (R + H) + (d.links ? N * R : 0)),
+                       [&](int64_t b) {
+    Interface<T> in{read_keys.typed_data() + b * R * W,
+                    read_strengths.typed_data() + b * R,
+                    write_keys.typed_data() + b * H * W,
+                    write_strengths.typed_data() + b * H,
+                    erase.typed_data() + b * H * W,
+                    write_vectors.typed_data() + b * H * W,
+                    free_gates.typed_data() + b * R,
+                    allocation_gates.typed_data() + b * H,
+                    write_gates.typed_data() + b * H,
+                    read_modes.typed_data() + b * R * MM};
+    State<T> prev{memory.typed_data() + b * N * W,
+                  read_weights.typed_data() + b * R * N,
+                  write_weights.typed_data() + b * H * N,
+                  link.typed_data() + b * H * LN,
+                  precedence.typed_data() + b * H * PN,
+                  usage.typed_data() + b * N};
+    MutableState<T> out{memory_out->typed_data() + b * N * W,
+                        read_weights_out->typed_data() + b * R * N,
+                        write_weights_out->typed_data() + b * H * N,
+                        d.links ? link_out->typed_data() + b * H * LN : nullptr,
+                        d.links ? precedence_out->typed_data() + b * H * PN
+                                : nullptr,
+                        usage_out->typed_data() + b * N};
+    thread_local Forward<T> scratch;
+    ForwardExample(in, prev, d, scratch, read_words->typed_data() + b * R * W,
+                   out);
+  });
+  return ffi::Error::Success();
+}
+
+template <ffi::DataType DT>
+ffi::Error BackwardImpl(
+    ffi::ThreadPool pool, In<DT> read_keys, In<DT> read_strengths,
+    In<DT> write_keys, In<DT> write_strengths, In<DT> erase,
+    In<DT> write_vectors, In<DT> free_gates, In<DT> allocation_gates,
+    In<DT> write_gates, In<DT> read_modes, In<DT> memory, In<DT> read_weights,
+    In<DT> write_weights, In<DT> link, In<DT> precedence, In<DT> usage,
+    In<DT> g_read_words, In<DT> g_memory, In<DT> g_read_weights,
+    In<DT> g_write_weights, In<DT> g_link, In<DT> g_precedence,
+    In<DT> g_usage, Out<DT> g_read_keys, Out<DT> g_read_strengths,
+    Out<DT> g_write_keys, Out<DT> g_write_strengths, Out<DT> g_erase,
+    Out<DT> g_write_vectors, Out<DT> g_free_gates, Out<DT> g_allocation_gates,
+    Out<DT> g_write_gates, Out<DT> g_read_modes, Out<DT> g_memory_prev,
+    Out<DT> g_read_weights_prev, Out<DT> g_write_weights_prev,
+    Out<DT> g_link_prev, Out<DT> g_precedence_prev, Out<DT> g_usage_prev,
+    int64_t links) {
+  using T = ffi::NativeType<DT>;
+  const Dims d = DimsOf(memory, read_keys, write_keys, links);
+  if (auto error = CheckDims(d); error.failure()) return error;
+  const int64_t N = d.slots, W = d.word, R = d.reads, H = d.writes,
+                M = d.modes();
+  const int64_t LN = d.links ? N * N : 0, PN = d.links ? N : 0,
+                MM = d.links ? M : 0;
+  ParallelOverExamples(pool, d.batch,
+                       2 * N * (W * (R + H) + (d.links ? N * R : 0)),
+                       [&](int64_t b) {
+    Interface<T> in{read_keys.typed_data() + b * R * W,
+                    read_strengths.typed_data() + b * R,
+                    write_keys.typed_data() + b * H * W,
+                    write_strengths.typed_data() + b * H,
+                    erase.typed_data() + b * H * W,
+                    write_vectors.typed_data() + b * H * W,
+                    free_gates.typed_data() + b * R,
+                    allocation_gates.typed_data() + b * H,
+                    write_gates.typed_data() + b * H,
+                    read_modes.typed_data() + b * R * MM};
+    State<T> prev{memory.typed_data() + b * N * W,
+                  read_weights.typed_data() + b * R * N,
+                  write_weights.typed_data() + b * H * N,
+                  link.typed_data() + b * H * LN,
+                  precedence.typed_data() + b * H * PN,
+                  usage.typed_data() + b * N};
+    State<T> g_out{g_memory.typed_data() + b * N * W,
+                   g_read_weights.typed_data() + b * R * N,
+                   g_write_weights.typed_data() + b * H * N,
+                   g_link.typed_data() + b * H * LN,
+                   g_precedence.typed_data() + b * H * PN,
+                   g_usage.typed_data() + b * N};
+    MutableInterface<T> g_in{g_read_keys->typed_data() + b * R * W,
+                             g_read_strengths->typed_data() + b * R,
+                             g_write_keys->typed_data() + b * H * W,
+                             g_write_strengths->typed_data() + b * H,
+                             g_erase->typed_data() + b * H * W,
+                             g_write_vectors->typed_data() + b * H * W,
+                             g_free_gates->typed_data() + b * R,
+                             g_allocation_gates->typed_data() + b * H,
+                             g_write_gates->typed_data() + b * H,
+                             g_read_modes->typed_data() + b * R * MM};
+    MutableState<T> g_prev{g_memory_prev->typed_data() + b * N * W,
+                           g_read_weights_prev->typed_data() + b * R * N,
+                           g_write_weights_prev->typed_data() + b * H * N,
+                           g_link_prev->typed_data() + b * H * LN,
+                           g_precedence_prev->typed_data() + b * H * PN,
+                           g_usage_prev->typed_data() + b * N};
+    thread_local Forward<T> scratch;
+    BackwardExample(in, prev, d, g_read_words.typed_data() + b * R * W, g_out,
+                    scratch, g_in, g_prev);
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+}  // namespace dnc
+
+#define DNC_FORWARD_BINDING(DT)                                            \
+  ffi::Ffi::Bind()                                                         \
+      .Ctx<ffi::ThreadPool>()                                              \
+      .Arg<ffi::Buffer<DT>>()   /* read_keys */                            \
+      .Arg<ffi::Buffer<DT>>()   /* read_strengths */                       \
+      .Arg<ffi::Buffer<DT>>()   /* write_keys */                           \
+      .Arg<ffi::Buffer<DT>>()   /* write_strengths */                      \
+      .Arg<ffi::Buffer<DT>>()   /* erase */                                \
+      .Arg<ffi::Buffer<DT>>()   /* write_vectors */                        \
+      .Arg<ffi::Buffer<DT>>()   /* free_gates */                           \
+      .Arg<ffi::Buffer<DT>>()   /* allocation_gates */                     \
+      .Arg<ffi::Buffer<DT>>()   /* write_gates */                          \
+      .Arg<ffi::Buffer<DT>>()   /* read_modes */                           \
+      .Arg<ffi::Buffer<DT>>()   /* memory */                               \
+      .Arg<ffi::Buffer<DT>>()   /* read_weights */                         \
+      .Arg<ffi::Buffer<DT>>()   /* write_weights */                        \
+      .Arg<ffi::Buffer<DT>>()   /* link */                                 \
+      .Arg<ffi::Buffer<DT>>()   /* precedence */                           \
+      .Arg<ffi::Buffer<DT>>()   /* usage */                                \
+      .Ret<ffi::Buffer<DT>>()   /* read_words */                           \
+      .Ret<ffi::Buffer<DT>>()   /* memory */                               \
+      .Ret<ffi::Buffer<DT>>()   /* read_weights */                         \
+      .Ret<ffi::Buffer<DT>>()   /* write_weights */                        \
+      .Ret<ffi::Buffer<DT>>()   /* link */                                 \
+      .Ret<ffi::Buffer<DT>>()   /* precedence */                           \
+      .Ret<ffi::Buffer<DT>>()   /* usage */                                \
+      .Attr<int64_t>("links")
+
+#define DNC_BACKWARD_BINDING(DT)                                           \
+  ffi::Ffi::Bind()                                                         \
+      .Ctx<ffi::ThreadPool>()                                              \
+      .Arg<ffi::Buffer<DT>>().Arg<ffi::Buffer<DT>>().Arg<ffi::Buffer<DT>>() \
+      .Arg<ffi::Buffer<DT>>().Arg<ffi::Buffer<DT>>().Arg<ffi::Buffer<DT>>() \
+      .Arg<ffi::Buffer<DT>>().Arg<ffi::Buffer<DT>>().Arg<ffi::Buffer<DT>>() \
+      .Arg<ffi::Buffer<DT>>() /* interface */                              \
+      .Arg<ffi::Buffer<DT>>().Arg<ffi::Buffer<DT>>().Arg<ffi::Buffer<DT>>() \
+      .Arg<ffi::Buffer<DT>>().Arg<ffi::Buffer<DT>>().Arg<ffi::Buffer<DT>>() \
+      /* state */                                                           \
+      .Arg<ffi::Buffer<DT>>().Arg<ffi::Buffer<DT>>().Arg<ffi::Buffer<DT>>() \
+      .Arg<ffi::Buffer<DT>>().Arg<ffi::Buffer<DT>>().Arg<ffi::Buffer<DT>>() \
+      .Arg<ffi::Buffer<DT>>() /* cotangents of the outputs */              \
+      .Ret<ffi::Buffer<DT>>().Ret<ffi::Buffer<DT>>().Ret<ffi::Buffer<DT>>() \
+      .Ret<ffi::Buffer<DT>>().Ret<ffi::Buffer<DT>>().Ret<ffi::Buffer<DT>>() \
+      .Ret<ffi::Buffer<DT>>().Ret<ffi::Buffer<DT>>().Ret<ffi::Buffer<DT>>() \
+      .Ret<ffi::Buffer<DT>>() /* interface cotangents */                   \
+      .Ret<ffi::Buffer<DT>>().Ret<ffi::Buffer<DT>>().Ret<ffi::Buffer<DT>>() \
+      .Ret<ffi::Buffer<DT>>().Ret<ffi::Buffer<DT>>().Ret<ffi::Buffer<DT>>() \
+      /* state cotangents */                                                \
+      .Attr<int64_t>("links")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DncMemoryStepForwardF32,
+                              dnc::ForwardImpl<ffi::DataType::F32>,
+                              DNC_FORWARD_BINDING(ffi::DataType::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DncMemoryStepForwardF64,
+                              dnc::ForwardImpl<ffi::DataType::F64>,
+                              DNC_FORWARD_BINDING(ffi::DataType::F64));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DncMemoryStepBackwardF32,
+                              dnc::BackwardImpl<ffi::DataType::F32>,
+                              DNC_BACKWARD_BINDING(ffi::DataType::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DncMemoryStepBackwardF64,
+                              dnc::BackwardImpl<ffi::DataType::F64>,
+                              DNC_BACKWARD_BINDING(ffi::DataType::F64));

@@ -1,0 +1,120 @@
+"""The fused CPU kernel against the XLA path: values, gradients, transforms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from helpers import random_interface, random_state
+from dnc_jax import DNCConfig, fused, initial_access_state, memory_step
+
+pytestmark = pytest.mark.skipif(not fused.available(),
+                                reason="no C++ compiler for the fused kernel")
+
+SHAPES = [  # b, n, w, r, h, links
+    (2, 6, 3, 2, 1, True),
+    (2, 7, 4, 4, 3, True),
+    (3, 5, 4, 1, 1, True),
+    (2, 6, 4, 2, 2, False),
+]
+
+
+def case(shape, seed=0):
+  b, n, w, r, h, links = shape
+  rng = np.random.default_rng(seed)
+  iface = random_interface(rng, b, r, h, w, links=links)
+  state = random_state(rng, b, n, w, r, h)
+  if not links:
+    state = state._replace(linkage=None)
+  return iface, state, rng
+
+
+def xla(i, s):
+  return memory_step(i, s, backend="xla")
+
+
+def kernel(i, s):
+  return memory_step(i, s, backend="fused")
+
+
+def assert_close(a, b, atol):
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(leaves_a) == len(leaves_b)
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol,
+                               rtol=0)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_values_and_gradients_equal_the_xla_path(shape):
+  iface, state, rng = case(shape)
+  want, pull_want = jax.vjp(xla, iface, state)
+  got, pull_got = jax.vjp(kernel, iface, state)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  assert_close(got, want, 1e-12)
+  cotangent = jax.tree.map(lambda x: rng.normal(size=np.shape(x)), want)
+  grads_want, grads_got = pull_want(cotangent), pull_got(cotangent)
+  assert jax.tree.structure(grads_got) == jax.tree.structure(grads_want)
+  assert_close(grads_got, grads_want, 1e-11)
+
+
+def test_check_grads_through_the_kernel():
+  iface, state, _ = case(SHAPES[1], seed=3)
+
+  # The previous write weights take no gradient through usage (by design),
+  # which finite differences would see: hold them fixed.
+  def step(iface, memory, read_weights, linkage, usage):
+    words, new = kernel(iface, state._replace(
+        memory=memory, read_weights=read_weights, linkage=linkage,
+        usage=usage))
+    return words, new.memory, new.usage, new.linkage.link, new.read_weights
+
+  check_grads(step, (iface, state.memory, state.read_weights, state.linkage,
+                     state.usage), order=1, modes=("rev",), atol=1e-5,
+              rtol=1e-5, eps=1e-6)
+
+
+def test_float32_matches_float64_closely():
+  iface, state, _ = case(SHAPES[0])
+  f32 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), (iface, state))
+  got = kernel(*f32)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(got))
+  assert_close(got, xla(iface, state), 1e-5)
+
+
+def test_vmap_and_jit_over_the_kernel():
+  iface, state, _ = case(SHAPES[0])
+  stacked = jax.tree.map(lambda x: np.stack([x, 0.5 * x]), (iface, state))
+  batched = jax.jit(jax.vmap(kernel))(*stacked)
+  for k in range(2):
+    single = xla(*jax.tree.map(lambda x: x[k], stacked))
+    assert_close(jax.tree.map(lambda x: x[k], batched), single, 1e-12)
+
+
+def test_auto_uses_the_kernel_on_cpu_and_agrees():
+  iface, state, _ = case(SHAPES[1])
+  lowered = jax.jit(memory_step).lower(iface, state).as_text()
+  assert "DncMemoryStepForward" in lowered
+  assert "DncMemoryStepForward" not in jax.jit(xla).lower(
+      iface, state).as_text()
+  assert_close(memory_step(iface, state), xla(iface, state), 1e-12)
+
+
+def test_zero_state_gives_finite_gradients():
+  config = DNCConfig(output_size=1, memory_size=6, word_size=3, num_reads=2)
+  state = initial_access_state(config, 2, jnp.float64)
+  iface, _, _ = case((2, 6, 3, 2, 1, True))
+  grads = jax.grad(lambda i, s: jnp.sum(kernel(i, s)[0] ** 2),
+                   argnums=(0, 1))(iface, state)
+  assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grads))
+
+
+def test_unsupported_settings_are_refused_clearly():
+  iface, state, _ = case(SHAPES[0])
+  with pytest.raises(ValueError, match="needs the dense temporal link"):
+    memory_step(iface, state, link_sparsity=2, backend="fused")
+  with pytest.raises(ValueError, match="backend must be one of"):
+    memory_step(iface, state, backend="gpu")
+  with pytest.raises(ValueError, match="memory_backend must be one of"):
+    DNCConfig(output_size=1, memory_backend="cuda")

@@ -1,0 +1,75 @@
+"""``dnc-plot``: draw a trained run's memory at work.
+
+Example::
+
+  dnc-plot --run runs/repeat_copy-default            # writes PNGs there
+  dnc-plot --run runs/dynamic_allocation_copy-default --longer --example 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from typing import List, Optional
+
+import numpy as np
+
+from dnc_jax import DNCConfig
+from experiments import bit_tasks
+from experiments.checkpoints import Checkpointer, CheckpointError
+from experiments.loop import OptimizerConfig, initial_train_state
+from experiments.models import unrolled_dnc
+from experiments.plotting import plot_memory, record
+
+
+def load_run(run: pathlib.Path, step: Optional[int] = None):
+  """``(task, DNCConfig, params)`` of a ``dnc-train`` run's checkpoint."""
+  checkpointer = Checkpointer(run / "checkpoints")
+  saved = checkpointer.read_record(step)["run"]
+  task = bit_tasks.TASKS[saved["task_name"]](**saved["task"])
+  config = DNCConfig(**saved["model"])
+  template = initial_train_state(
+      unrolled_dnc(config).init, OptimizerConfig(**saved["optimizer"]),
+      task.sample(np.random.default_rng(0), 1).inputs, seed=0)
+  state, _ = checkpointer.restore(template, step)
+  checkpointer.close()
+  return task, config, state.params
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="dnc-plot", description=__doc__.split("\n\n")[0])
+  parser.add_argument("--run", required=True, help="a dnc-train run folder")
+  parser.add_argument("--step", type=int, default=None,
+                      help="checkpoint step (default: the latest)")
+  parser.add_argument("--example", type=int, default=0,
+                      help="which sequence of the batch to draw")
+  parser.add_argument("--longer", action="store_true",
+                      help="draw a longer sequence than trained on")
+  parser.add_argument("--seed", type=int, default=0, help="batch seed")
+  parser.add_argument("--out", default=None,
+                      help="folder for the PNG (default: the run folder)")
+  args = parser.parse_args(argv)
+  if args.example < 0:
+    parser.error(f"--example must be >= 0, got {args.example}")
+  run = pathlib.Path(args.run)
+  try:
+    task, config, params = load_run(run, args.step)
+  except (CheckpointError, KeyError, ValueError) as error:
+    parser.exit(2, f"dnc-plot: error: {error}\n")
+  if args.longer:
+    task = task.longer()
+  batch = task.sample(np.random.default_rng(args.seed), args.example + 1)
+  rec = record(config, params, batch, example=args.example)
+  out = pathlib.Path(args.out) if args.out else run
+  out.mkdir(parents=True, exist_ok=True)
+  kind = "longer" if args.longer else "trained"
+  path = out / f"memory-{kind}-{args.example}.png"
+  plot_memory(rec, path, title=f"{type(task).__name__} ({kind} lengths)")
+  print(path)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

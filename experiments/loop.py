@@ -130,11 +130,14 @@ def _global_norm(tree) -> jax.Array:
   return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
-def make_train_step(apply_fn: Callable, task, optimizer) -> Callable:
+def make_train_step(apply_fn: Callable, task, optimizer,
+                    axis_name: Optional[str] = None) -> Callable:
   """``step(state, batch) -> (state, metrics)``, to be jit-compiled.
 
   ``metrics`` holds the task's metrics on the batch, ``loss`` and
-  ``grad_norm`` (before clipping).
+  ``grad_norm`` (before clipping). With ``axis_name`` the step runs on one
+  shard of the batch per device (inside ``shard_map``): gradients and
+  metrics are averaged over ``axis_name`` before the (replicated) update.
   """
 
   def step(state: TrainState, batch):
@@ -144,14 +147,29 @@ def make_train_step(apply_fn: Callable, task, optimizer) -> Callable:
 
     (loss, logits), grads = jax.value_and_grad(objective, has_aux=True)(
         state.params)
+    metrics = dict(task.metrics(logits, batch), loss=loss)
+    if axis_name is not None:
+      grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
     updates, opt_state = optimizer.update(grads, state.opt_state,
                                           state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(task.metrics(logits, batch), loss=loss,
-                   grad_norm=_global_norm(grads))
+    metrics["grad_norm"] = _global_norm(grads)
     return TrainState(params, opt_state), metrics
 
   return step
+
+
+def data_parallel_step(step: Callable, mesh: Mesh) -> Callable:
+  """``step`` (made with ``axis_name="data"``) over ``mesh``'s devices.
+
+  The state is replicated; batches, time-major ``[T, B, ...]``, are split
+  along ``B``. Each device runs ``step`` (the fused CPU kernel included) on
+  its shard; the means over devices make the update the same everywhere.
+  """
+  return jax.shard_map(step, mesh=mesh,
+                       in_specs=(PartitionSpec(), PartitionSpec(None, "data")),
+                       out_specs=(PartitionSpec(), PartitionSpec()),
+                       check_vma=False)
 
 
 def initial_train_state(init_fn: Callable, optimizer_config: OptimizerConfig,
@@ -194,17 +212,13 @@ class _StopRequest:
         signal.signal(sig, old)
 
 
-def _batch_sharding(data_parallel: bool, batch_size: int):
-  if not data_parallel:
-    return None
+def data_mesh(batch_size: int) -> Mesh:
+  """A one-axis mesh (``"data"``) over all local devices."""
   devices = jax.local_devices()
   if batch_size % len(devices):
     raise ValueError(f"batch_size {batch_size} must divide evenly over the "
                      f"{len(devices)} local devices for data parallelism")
-  mesh = Mesh(np.array(devices), ("data",))
-  # Batches are time-major [T, B, ...]: split axis 1 over the devices.
-  return (NamedSharding(mesh, PartitionSpec(None, "data")),
-          NamedSharding(mesh, PartitionSpec()))
+  return Mesh(np.array(devices), ("data",))
 
 
 def _host(metrics: Dict[str, Any]) -> Dict[str, float]:
@@ -258,20 +272,25 @@ def train(*, init_fn: Callable, apply_fn: Callable, task,
                        if loop_config.select_metric else None)
   log = MetricsLog(out_dir / "metrics.jsonl")
   optimizer = make_optimizer(optimizer_config)
-  sharding = _batch_sharding(loop_config.data_parallel,
-                             loop_config.batch_size)
+  mesh = (data_mesh(loop_config.batch_size) if loop_config.data_parallel
+          else None)
 
   def sample(step: int):
     rng = np.random.default_rng([loop_config.seed, step])
     batch = task.sample(rng, loop_config.batch_size)
-    if sharding is not None:
-      batch = jax.device_put(batch, sharding[0])
+    if mesh is not None:
+      # Time-major [T, B, ...]: axis 1 is split over the devices.
+      batch = jax.device_put(batch, NamedSharding(
+          mesh, PartitionSpec(None, "data")))
     return batch
 
-  state = initial_train_state(init_fn, optimizer_config, sample(0).inputs,
-                              loop_config.seed)
-  if sharding is not None:
-    state = jax.device_put(state, sharding[1])
+  def replicate(tree):
+    return tree if mesh is None else jax.device_put(
+        tree, NamedSharding(mesh, PartitionSpec()))
+
+  state = replicate(initial_train_state(init_fn, optimizer_config,
+                                        np.asarray(sample(0).inputs),
+                                        loop_config.seed))
   start, best = 0, {"value": None, "step": None, "evals_since": 0}
   run_record = json.loads(json.dumps(run_record))  # Plain JSON, as saved.
 
@@ -289,15 +308,18 @@ def train(*, init_fn: Callable, apply_fn: Callable, task,
           "the checkpoint in {} belongs to a different run: {}".format(
               checkpointer.directory, "; ".join(differences)))
     state, saved = checkpointer.restore(state)
-    if sharding is not None:
-      state = jax.device_put(state, sharding[1])
+    state = replicate(state)
     start, best = saved["step"], saved.get("best", best)
     print(f"resumed from step {start} of {checkpointer.directory}")
   elif resume:
     print(f"no checkpoint in {checkpointer.directory}: starting afresh")
 
-  train_step = jax.jit(make_train_step(apply_fn, task, optimizer),
-                       donate_argnums=0)
+  if mesh is None:
+    step_fn = make_train_step(apply_fn, task, optimizer)
+  else:
+    step_fn = data_parallel_step(
+        make_train_step(apply_fn, task, optimizer, axis_name="data"), mesh)
+  train_step = jax.jit(step_fn, donate_argnums=0)
 
   def save(step):
     checkpointer.save(step, state, {"run": run_record, "best": best})

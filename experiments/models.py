@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import haiku as hk
 
-from dnc_jax import DNC, DNCConfig
+from dnc_jax import DNC, DNCConfig, unroll
 
 
 def unrolled_dnc(config: DNCConfig) -> hk.Transformed:
@@ -34,5 +36,29 @@ def recording_dnc(config: DNCConfig) -> hk.Transformed:
         core, inputs, core.initial_state(inputs.shape[1]),
         return_all_states=True)
     return outputs, interface, states
+
+  return hk.without_apply_rng(hk.transform(forward))
+
+
+def babi_model(kind: str, config: DNCConfig,
+               remat_chunk: Optional[int] = None) -> hk.Transformed:
+  """``apply(params, one_hot [T, B, V]) -> logits [T, B, V]`` for bAbI.
+
+  ``kind`` is ``"dnc"`` (a :class:`~dnc_jax.DNC` with ``config``) or
+  ``"lstm"``: the paper's LSTM baseline, one ``hk.LSTM`` of
+  ``config.hidden_size`` units and a linear read-out, no memory.
+  """
+  if kind not in ("dnc", "lstm"):
+    raise ValueError(f"model kind must be 'dnc' or 'lstm', got {kind!r}")
+
+  def forward(inputs):
+    if kind == "dnc":
+      core = DNC(config)
+    else:
+      core = hk.DeepRNN([hk.LSTM(config.hidden_size, name="lstm"),
+                         hk.Linear(config.output_size, name="output")])
+    outputs, _ = unroll(core, inputs, core.initial_state(inputs.shape[1]),
+                        remat_chunk=remat_chunk)
+    return outputs
 
   return hk.without_apply_rng(hk.transform(forward))

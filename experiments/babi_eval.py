@@ -1,0 +1,111 @@
+"""``dnc-babi-eval``: the per-task bAbI table of a trained run.
+
+Example::
+
+  dnc-babi-eval --checkpoint runs/babi-dnc1 --data-dir .../en-10k --split valid
+
+Prints Extended Data Table 1's layout (question error per task, the mean,
+the number of failed tasks above 5%) beside the paper's DNC1 means, and
+writes ``babi-<split>.json`` and ``babi-<split>.md`` into the run folder
+(or ``--out``). The best parameters (lowest validation error) are used when
+the run kept them, else its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+from typing import List, Optional
+
+import jax
+
+from dnc_jax import DNCConfig
+from experiments import babi_data, babi_task
+from experiments.babi_train import make_predict, validation_subset
+from experiments.checkpoints import Checkpointer, CheckpointError
+from experiments.loop import OptimizerConfig, initial_train_state
+from experiments.models import babi_model
+
+
+def load_params(run: pathlib.Path, init_fn, optimizer: OptimizerConfig,
+                sample_ids, use_best: bool):
+  """The run's best parameters if kept (and wanted), else the latest."""
+  best = run / "best"
+  if use_best and best.exists() and any(p.name.isdigit()
+                                         for p in best.iterdir()):
+    checkpointer = Checkpointer(best, max_to_keep=1)
+    template = init_fn(jax.random.PRNGKey(0), sample_ids)
+    params, record = checkpointer.restore(template)
+    checkpointer.close()
+    return params, f"best (step {record['step']})"
+  checkpointer = Checkpointer(run / "checkpoints")
+  template = initial_train_state(init_fn, optimizer, sample_ids, seed=0)
+  state, record = checkpointer.restore(template)
+  checkpointer.close()
+  return state.params, f"latest (step {record['step']})"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  parser = argparse.ArgumentParser(prog="dnc-babi-eval",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--checkpoint", required=True,
+                      help="a dnc-babi-train run folder")
+  parser.add_argument("--data-dir", required=True)
+  parser.add_argument("--split", choices=("valid", "test"), default="valid")
+  parser.add_argument("--latest", action="store_true",
+                      help="use the latest checkpoint, not the best")
+  parser.add_argument("--max-stories", type=int, default=0,
+                      help="at most this many stories per task (0: all)")
+  parser.add_argument("--batch-size", type=int, default=32)
+  parser.add_argument("--out", default=None,
+                      help="folder for the JSON and Markdown tables")
+  args = parser.parse_args(argv)
+  run = pathlib.Path(args.checkpoint)
+  try:
+    record = Checkpointer(run / "checkpoints").read_record()["run"]
+    vocab = babi_data.Vocabulary.load(run / "vocab.json")
+    data = record["data"]
+    splits = babi_data.load_splits(args.data_dir, data["valid_fraction"],
+                                   record["loop"]["seed"], data["tasks"])
+    if args.split not in splits:
+      raise FileNotFoundError(f"{args.data_dir} has no qaN_*_test.txt files "
+                              "(the test split)")
+    stories = validation_subset(splits[args.split], args.max_stories,
+                                record["loop"]["seed"])
+    config = DNCConfig(**record["model"])
+    model = babi_model(record["kind"], config, record.get("remat_chunk"))
+    apply_fn = babi_task.one_hot_inputs(model.apply, len(vocab))
+    init_fn = babi_task.one_hot_inputs(model.init, len(vocab))
+    first = babi_task.encode(stories[0], vocab)
+    sample = babi_task.pad_batch([first], babi_task.bucket_of(
+        len(first.inputs)), 1)
+    params, which = load_params(run, init_fn,
+                                OptimizerConfig(**record["optimizer"]),
+                                sample.inputs, use_best=not args.latest)
+  except (CheckpointError, FileNotFoundError, KeyError, ValueError,
+          babi_data.BabiFormatError) as error:
+    parser.exit(2, f"dnc-babi-eval: error: {error}\n")
+  predict = make_predict(apply_fn)
+  counts = babi_task.evaluate(lambda ids: predict(params, ids), stories,
+                              vocab, batch_size=args.batch_size)
+  table = babi_task.error_table(counts)
+  markdown = babi_task.markdown_table(table, args.split)
+  header = (f"{run} ({record['preset']}, {which} parameters), "
+            f"{args.split} split, {sum(table['questions'].values())} "
+            "questions")
+  print(header)
+  print(markdown)
+  out = pathlib.Path(args.out) if args.out else run
+  out.mkdir(parents=True, exist_ok=True)
+  (out / f"babi-{args.split}.json").write_text(json.dumps(
+      {"run": str(run), "parameters": which, "split": args.split, **table},
+      indent=2))
+  (out / f"babi-{args.split}.md").write_text(header + "\n\n" + markdown
+                                             + "\n")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -495,22 +495,15 @@ void BackwardExample(const Interface<T>& in, const State<T>& prev,
         const T* row0 = L0 + i * N;
         const T* g_row = gL + i * N;
         T* g_row0 = gL0 + i * N;
-        // G[i, j] = gL[i, j] + sum_r g_fwd[r, i] read[r, j]
-        //                    + read[r, i] g_bwd[r, j], zero on the diagonal.
-        // Build G's row in g_row0, then scale it in place.
+        // One pass recomputes the new link row and starts G's row from the
+        // link's own cotangent; a pass per read head then accumulates
+        // G[i, j] += g_fwd[r, i] read[r, j] + read[r, i] g_bwd[r, j] while
+        // it pushes the cotangents through the directional weightings.
 #pragma omp simd
-        for (int64_t j = 0; j < N; ++j) g_row0[j] = g_row[j];
-        for (int64_t r = 0; r < R; ++r) {
-          const T* read = prev.read_weights + r * N;
-          const T gf_i = g_fwd[r * N + i], read_i = read[i];
-          const T* gb = &g_bwd[r * N];
-#pragma omp simd
-          for (int64_t j = 0; j < N; ++j)
-            g_row0[j] += gf_i * read[j] + read_i * gb[j];
+        for (int64_t j = 0; j < N; ++j) {
+          row[j] = LinkEntry(row0[j], w_i, w[j], p[j]);
+          g_row0[j] = g_row[j];
         }
-        g_row0[i] = 0;
-#pragma omp simd
-        for (int64_t j = 0; j < N; ++j) row[j] = LinkEntry(row0[j], w_i, w[j], p[j]);
         row[i] = 0;
         for (int64_t r = 0; r < R; ++r) {
           const T* read = prev.read_weights + r * N;
@@ -522,16 +515,19 @@ void BackwardExample(const Interface<T>& in, const State<T>& prev,
           T fwd = 0, g_read_i = 0;
 #pragma omp simd reduction(+ : fwd, g_read_i)
           for (int64_t j = 0; j < N; ++j) {
-            fwd += row[j] * read[j];
-            back[j] += row[j] * read_i;
+            const T entry = row[j];
+            fwd += entry * read[j];
+            back[j] += entry * read_i;
             // forward[r, i] = sum_j L[i, j] read[r, j]
-            g_read_prev[j] += gf_i * row[j];
+            g_read_prev[j] += gf_i * entry;
             // backward[r, j] = sum_i L[i, j] read[r, i]
-            g_read_i += gb[j] * row[j];
+            g_read_i += gb[j] * entry;
+            g_row0[j] += gf_i * read[j] + read_i * gb[j];
           }
           f.forward[(r * H + h) * N + i] = fwd;
           g_read_prev[i] += g_read_i;
         }
+        g_row0[i] = 0;  // the diagonal is held at zero: no cotangent
         T g_w_i = 0;
         T* gp = gp0;
 #pragma omp simd reduction(+ : g_w_i)

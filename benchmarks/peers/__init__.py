@@ -1,0 +1,1 @@
+"""Runners for other DNC implementations, each in its own environment."""

@@ -1,0 +1,94 @@
+"""Times the PyPI ``dnc`` package (a PyTorch DNC) on one configuration.
+
+Run by ``benchmarks.speed --peers`` inside a separate virtual environment
+that has ``torch`` and ``dnc`` (no jax); prints one JSON line. It mirrors
+``benchmarks/speed.py``'s measurement: median seconds of ``--steps`` steps
+after ``--warmup``, peak resident memory of the timed steps only.
+"""
+
+import argparse
+import json
+import pathlib
+import resource
+import statistics
+import time
+
+
+def reset_peak_rss():
+  """As benchmarks.speed.reset_peak_rss: trim the heap, reset VmHWM."""
+  try:
+    import ctypes
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+  except (OSError, AttributeError):
+    pass
+  try:
+    pathlib.Path("/proc/self/clear_refs").write_text("5")
+  except OSError:
+    pass
+
+
+def peak_rss_bytes() -> int:
+  try:
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  for name, default in [("memory-size", 256), ("word-size", 64),
+                        ("num-reads", 4), ("hidden-size", 256),
+                        ("batch-size", 16), ("time", 64), ("inputs", 8),
+                        ("steps", 10), ("warmup", 2)]:
+    parser.add_argument(f"--{name}", type=int, default=default)
+  args = parser.parse_args()
+
+  import torch
+  from dnc import DNC
+
+  torch.manual_seed(0)
+  model = DNC(input_size=args.inputs, hidden_size=args.hidden_size,
+              rnn_type="lstm", num_layers=1, num_hidden_layers=1,
+              nr_cells=args.memory_size, cell_size=args.word_size,
+              read_heads=args.num_reads, batch_first=True, gpu_id=-1,
+              clip=20)
+  optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-4, eps=1e-10)
+  inputs = torch.randn(args.batch_size, args.time, args.inputs)
+  targets = torch.randn(args.batch_size, args.time, args.inputs)
+
+  def forward():
+    with torch.no_grad():
+      model(inputs, (None, None, None), reset_experience=True)
+
+  def train():
+    optimizer.zero_grad()
+    outputs, _ = model(inputs, (None, None, None), reset_experience=True)
+    loss = torch.mean((outputs - targets) ** 2)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 50.0)
+    optimizer.step()
+
+  from importlib.metadata import version
+  result = {"implementation": f"dnc {version('dnc')} (PyTorch "
+                              f"{torch.__version__})",
+            "threads": torch.get_num_threads()}
+  for name, fn in [("forward", forward), ("train", train)]:
+    for _ in range(args.warmup):
+      fn()
+    reset_peak_rss()
+    times = []
+    for _ in range(args.steps):
+      start = time.perf_counter()
+      fn()
+      times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    result[f"{name}_seq_steps_per_s"] = args.batch_size * args.time / seconds
+    result[f"{name}_peak_bytes"] = peak_rss_bytes()
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  main()

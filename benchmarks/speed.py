@@ -1,0 +1,309 @@
+"""Speed and memory of the DNC's forward pass and training step.
+
+    python -m benchmarks.speed                       # the default grid
+    python -m benchmarks.speed --memory-sizes 256 --links dense --peers
+    python -m benchmarks.speed --memory-sizes 65536 --links sparse
+
+For each configuration (LSTM 256, W = 64, R = 4 by default; ``N`` and the
+link from the flags) it prints sequence-steps per second (batch x time /
+seconds, the median of ``--steps`` steps after ``--warmup``) of the forward
+pass and of a training step (forward, gradient, RMSProp update), the
+compile time, and the peak resident memory of the timed steps (the
+process's high-water mark, reset after compilation; on GPU, device memory).
+Every configuration runs in a fresh process. ``--peers`` also runs the PyPI
+``dnc`` package (a PyTorch DNC, 1.1.0) on the same configuration in its own
+virtual environment and prints our speed as a ratio of its. Results are
+printed as a Markdown table and written as JSON (``--json``).
+
+The timings are wall-clock on whatever machine runs this; report ratios from
+one run rather than absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+GIB = 2 ** 30
+PEER_REQUIREMENTS = ["torch==2.13.0", "numpy"]
+PEER_PACKAGE = "dnc==1.1.0"
+
+
+def reset_peak_rss():
+  """Resets the process's resident-memory high-water mark (Linux).
+
+  Heap pages freed earlier (by the compiler, say) are first handed back to
+  the system, so the mark measures the timed steps, not what came before.
+  """
+  try:
+    import ctypes
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+  except (OSError, AttributeError):
+    pass
+  try:
+    pathlib.Path("/proc/self/clear_refs").write_text("5")
+  except OSError:
+    pass
+
+
+def peak_rss_bytes() -> int:
+  try:
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure(config: Dict) -> Dict:
+  """Times one configuration in this process (see the module docstring)."""
+  import haiku as hk
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  from dnc_jax import DNC, DNCConfig, unroll
+
+  batch, steps_t = config["batch_size"], config["time"]
+  model_config = DNCConfig(
+      output_size=config["inputs"], input_size=config["inputs"],
+      memory_size=config["memory_size"], word_size=config["word_size"],
+      num_reads=config["num_reads"], hidden_size=config["hidden_size"],
+      link_sparsity=config["link_sparsity"],
+      memory_backend=config["backend"])
+
+  def forward(inputs):
+    core = DNC(model_config)
+    return unroll(core, inputs, core.initial_state(batch),
+                  remat_chunk=config["remat_chunk"])[0]
+
+  model = hk.without_apply_rng(hk.transform(forward))
+  key = jax.random.PRNGKey(0)
+  inputs = jax.random.normal(key, (steps_t, batch, config["inputs"]))
+  targets = jax.random.normal(jax.random.PRNGKey(1), inputs.shape)
+  params = model.init(key, inputs)
+  optimizer = optax.chain(optax.clip_by_global_norm(50.0),
+                          optax.rmsprop(1e-4, eps=1e-10, initial_scale=1.0))
+  opt_state = optimizer.init(params)
+
+  @jax.jit
+  def forward_step(params, inputs):
+    return model.apply(params, inputs)
+
+  @jax.jit
+  def train_step(params, opt_state, inputs, targets):
+    def loss(p):
+      return jnp.mean((model.apply(p, inputs) - targets) ** 2)
+    value, grads = jax.value_and_grad(loss)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, value
+
+  runs = {"forward": (forward_step, (params, inputs)),
+          "train": (train_step, (params, opt_state, inputs, targets))}
+  result = {"device": jax.devices()[0].device_kind,
+            "platform": jax.devices()[0].platform}
+  for name, (fn, args) in runs.items():
+    start = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    result[f"{name}_compile_s"] = time.perf_counter() - start
+    memory = compiled.memory_analysis()
+    if memory is not None:
+      result[f"{name}_xla_temp_bytes"] = memory.temp_size_in_bytes
+    for _ in range(config["warmup"]):
+      jax.block_until_ready(compiled(*args))
+    reset_peak_rss()
+    times = []
+    for _ in range(config["steps"]):
+      start = time.perf_counter()
+      jax.block_until_ready(compiled(*args))
+      times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    result[f"{name}_seconds"] = seconds
+    result[f"{name}_seq_steps_per_s"] = batch * steps_t / seconds
+    if result["platform"] == "cpu":
+      result[f"{name}_peak_bytes"] = peak_rss_bytes()
+    else:
+      stats = jax.devices()[0].memory_stats() or {}
+      result[f"{name}_peak_bytes"] = stats.get("peak_bytes_in_use")
+  return result
+
+
+def run_in_subprocess(config: Dict, timeout: float) -> Dict:
+  command = [sys.executable, "-m", "benchmarks.speed", "--single",
+             json.dumps(config)]
+  try:
+    done = subprocess.run(command, capture_output=True, text=True,
+                          timeout=timeout,
+                          cwd=pathlib.Path(__file__).resolve().parents[1])
+  except subprocess.TimeoutExpired:
+    return {"error": f"timed out after {timeout:.0f} s"}
+  if done.returncode != 0:
+    tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+    return {"error": f"exit {done.returncode}: " + " | ".join(tail)}
+  return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def peer_python(venv: pathlib.Path) -> pathlib.Path:
+  """The peer environment's interpreter, created on first use."""
+  python = venv / "bin" / "python"
+  ready = venv / ".ready"
+  if ready.exists():
+    return python
+  print(f"creating the peers' environment in {venv} (torch, dnc) ...",
+        file=sys.stderr)
+  subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+  pip = [str(python), "-m", "pip", "install", "--quiet"]
+  subprocess.run(pip + PEER_REQUIREMENTS, check=True)
+  # dnc declares a dependency on 'flann', needed only by its sparse
+  # variants; the DNC itself runs on torch and numpy.
+  subprocess.run(pip + ["--no-deps", PEER_PACKAGE], check=True)
+  ready.write_text("ok\n")
+  return python
+
+
+def run_peer(python: pathlib.Path, config: Dict, timeout: float) -> Dict:
+  script = pathlib.Path(__file__).parent / "peers" / "dnc_pytorch.py"
+  command = [str(python), str(script)] + [
+      f"--{k.replace('_', '-')}={config[k]}" for k in
+      ("memory_size", "word_size", "num_reads", "hidden_size", "batch_size",
+       "time", "inputs", "steps", "warmup")]
+  try:
+    done = subprocess.run(command, capture_output=True, text=True,
+                          timeout=timeout)
+  except subprocess.TimeoutExpired:
+    return {"error": f"timed out after {timeout:.0f} s"}
+  if done.returncode != 0:
+    tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+    return {"error": f"exit {done.returncode}: " + " | ".join(tail)}
+  return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _rate(value: Optional[float]) -> str:
+  return "-" if value is None else f"{value:,.0f}"
+
+
+def _gib(value: Optional[float]) -> str:
+  return "-" if value is None else f"{value / GIB:.2f}"
+
+
+def markdown(rows: List[Dict]) -> str:
+  lines = ["| implementation | N | link | B x T | forward seq-steps/s | "
+           "train seq-steps/s | train / best peer | peak GiB (train) | "
+           "compile s (train) |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for row in rows:
+    r, c = row["result"], row["config"]
+    if "error" in r:
+      lines.append(f"| {row['name']} | {c['memory_size']} | {c['link']} | "
+                   f"{c['batch_size']} x {c['time']} | {r['error']} | | | | |")
+      continue
+    ratio = row.get("ratio")
+    lines.append(
+        f"| {row['name']} | {c['memory_size']} | {c['link']} | "
+        f"{c['batch_size']} x {c['time']} | "
+        f"{_rate(r.get('forward_seq_steps_per_s'))} | "
+        f"{_rate(r.get('train_seq_steps_per_s'))} | "
+        f"{'-' if ratio is None else f'{ratio:.2f}x'} | "
+        f"{_gib(r.get('train_peak_bytes'))} | "
+        f"{r.get('train_compile_s', float('nan')):.1f} |")
+  return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  parser = argparse.ArgumentParser(
+      description=__doc__.split("\n\n")[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--single", help=argparse.SUPPRESS)
+  parser.add_argument("--memory-sizes", default="256,1024,4096,16384,65536")
+  parser.add_argument("--links", default="dense,sparse",
+                      help="dense and/or sparse (dense is skipped above "
+                      "--max-dense-size)")
+  parser.add_argument("--sparsity", type=int, default=8, help="K")
+  parser.add_argument("--max-dense-size", type=int, default=4096)
+  parser.add_argument("--batch-size", type=int, default=16)
+  parser.add_argument("--time", type=int, default=64)
+  parser.add_argument("--word-size", type=int, default=64)
+  parser.add_argument("--num-reads", type=int, default=4)
+  parser.add_argument("--hidden-size", type=int, default=256)
+  parser.add_argument("--inputs", type=int, default=8)
+  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--backends", default="auto",
+                      help="memory backends to time: auto, xla, fused")
+  parser.add_argument("--remat-chunk", default="auto",
+                      help="'auto' (none up to N=256, else 8), 'none' or C")
+  parser.add_argument("--peers", action="store_true",
+                      help="also time the PyPI dnc package (PyTorch)")
+  parser.add_argument("--peer-venv", default=None,
+                      help="where to create the peers' environment "
+                      "(default ~/.cache/dnc_jax/peers-venv)")
+  parser.add_argument("--timeout", type=float, default=1800,
+                      help="seconds per configuration")
+  parser.add_argument("--json", default=None, help="write the results here")
+  args = parser.parse_args(argv)
+
+  if args.single:
+    print(json.dumps(measure(json.loads(args.single))))
+    return 0
+
+  rows = []
+  peer = None
+  if args.peers:
+    venv = pathlib.Path(args.peer_venv or pathlib.Path.home() / ".cache" /
+                        "dnc_jax" / "peers-venv")
+    peer = peer_python(venv)
+  for size in [int(n) for n in args.memory_sizes.split(",")]:
+    for link in args.links.split(","):
+      if link not in ("dense", "sparse"):
+        parser.error(f"--links takes dense and sparse, got {link!r}")
+      if link == "dense" and size > args.max_dense_size:
+        continue
+      if args.remat_chunk == "auto":
+        remat = None if size <= 256 else 8
+      else:
+        remat = None if args.remat_chunk == "none" else int(args.remat_chunk)
+      base = dict(memory_size=size, link=link,
+                  link_sparsity=None if link == "dense" else args.sparsity,
+                  batch_size=args.batch_size, time=args.time,
+                  word_size=args.word_size, num_reads=args.num_reads,
+                  hidden_size=args.hidden_size, inputs=args.inputs,
+                  steps=args.steps, warmup=args.warmup, remat_chunk=remat)
+      group = []
+      if peer is not None and link == "dense":
+        result = run_peer(peer, base, args.timeout)
+        group.append({"name": result.get("implementation",
+                                         "dnc (PyTorch)"),
+                      "config": base, "result": result, "peer": True})
+      for backend in args.backends.split(","):
+        config = dict(base, backend=backend)
+        result = run_in_subprocess(config, args.timeout)
+        remat_note = f", remat {remat}" if remat else ""
+        group.append({"name": f"dnc_jax ({backend}{remat_note})",
+                      "config": config, "result": result})
+      peer_rates = [g["result"].get("train_seq_steps_per_s")
+                    for g in group if g.get("peer")]
+      best_peer = max([r for r in peer_rates if r], default=None)
+      for g in group:
+        rate = g["result"].get("train_seq_steps_per_s")
+        if best_peer and rate:
+          g["ratio"] = rate / best_peer
+      rows += group
+      print(markdown(group).split("\n", 2)[-1], flush=True)
+  print()
+  print(markdown(rows))
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(rows, indent=2))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -243,6 +243,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                       help="'auto' (none up to N=256, else 8), 'none' or C")
   parser.add_argument("--peers", action="store_true",
                       help="also time the PyPI dnc package (PyTorch)")
+  parser.add_argument("--peer-max-size", type=int, default=1024,
+                      help="run the peer only up to this N (it keeps the "
+                      "N x N link of every step)")
   parser.add_argument("--peer-venv", default=None,
                       help="where to create the peers' environment "
                       "(default ~/.cache/dnc_jax/peers-venv)")
@@ -278,7 +281,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                   hidden_size=args.hidden_size, inputs=args.inputs,
                   steps=args.steps, warmup=args.warmup, remat_chunk=remat)
       group = []
-      if peer is not None and link == "dense":
+      if peer is not None and link == "dense" and size <= args.peer_max_size:
         result = run_peer(peer, base, args.timeout)
         group.append({"name": result.get("implementation",
                                          "dnc (PyTorch)"),

@@ -13,6 +13,8 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 
+from dnc_jax import sorting
+
 # Keeps norms differentiable at the all-zero memory of t = 0 and the cosine
 # finite; the original release's value.
 NORM_EPSILON = 1e-6
@@ -122,7 +124,7 @@ def allocation_weights(usage: jax.Array) -> jax.Array:
     ``[B, N]``, summing to at most 1.
   """
   usage = ALLOCATION_EPSILON + (1.0 - ALLOCATION_EPSILON) * usage
-  order = jnp.argsort(jax.lax.stop_gradient(usage), axis=-1, stable=True)
+  order = sorting.argsort(jax.lax.stop_gradient(usage))
   sorted_usage = jnp.take_along_axis(usage, order, axis=-1)
   exclusive_prod = jnp.cumprod(
       jnp.concatenate(
@@ -252,7 +254,7 @@ def top_k_normalise(weights: jax.Array, k: int) -> jax.Array:
   Returns:
     ``[..., N]``.
   """
-  values, indices = jax.lax.top_k(weights, k)
+  values, indices = sorting.top_k(weights, k)
   total = jnp.sum(values, axis=-1, keepdims=True)
   positive = total > 0
   values = jnp.where(positive, values / jnp.where(positive, total, 1.0), 0.0)

@@ -7,124 +7,28 @@ cached data, the examples of a batch in parallel. It computes exactly what
 compare values and gradients), for the dense temporal link or none, in
 float32 or float64.
 
-The kernel is compiled on first use with the system's C++ compiler against
-the XLA FFI headers that ship with jaxlib, for this machine's processor, and
-cached (``$DNC_JAX_CACHE`` or ``~/.cache/dnc_jax``). Where no compiler is
-found the library warns once and uses the XLA path.
+The kernel is built by :mod:`dnc_jax.cpu_kernels` (compiled on first use,
+cached); where it cannot be built the library warns once and uses the XLA
+path.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import hashlib
-import os
-import pathlib
-import platform
-import shutil
-import subprocess
-import tempfile
-import warnings
 from typing import Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dnc_jax.cpu_kernels import FusedKernelUnavailable, available
 from dnc_jax.types import AccessState, MemoryInterface, TemporalLinkageState
 
-SOURCE = pathlib.Path(__file__).parent / "csrc" / "memory_step.cc"
 _TARGETS = {
     ("forward", np.dtype(np.float32)): "DncMemoryStepForwardF32",
     ("forward", np.dtype(np.float64)): "DncMemoryStepForwardF64",
     ("backward", np.dtype(np.float32)): "DncMemoryStepBackwardF32",
     ("backward", np.dtype(np.float64)): "DncMemoryStepBackwardF64",
 }
-_FLAGS = ["-std=c++17", "-O3", "-fPIC", "-shared", "-fopenmp-simd",
-          "-march=native", "-fno-math-errno"]
-
-
-class FusedKernelUnavailable(RuntimeError):
-  """The fused kernel could not be built or loaded on this machine."""
-
-
-def _cache_dir() -> pathlib.Path:
-  if "DNC_JAX_CACHE" in os.environ:
-    return pathlib.Path(os.environ["DNC_JAX_CACHE"])
-  base = os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")
-  return pathlib.Path(base) / "dnc_jax"
-
-
-def _compiler() -> Optional[str]:
-  for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-    if name and shutil.which(name):
-      return shutil.which(name)
-  return None
-
-
-def _cpu_signature() -> str:
-  """What ``-march=native`` depends on: the processor's feature flags."""
-  try:
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith(("flags", "Features")):
-        return line
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
-def build(force: bool = False) -> pathlib.Path:
-  """Compiles the kernel (or finds it cached); returns the library's path."""
-  compiler = _compiler()
-  if compiler is None:
-    raise FusedKernelUnavailable("no C++ compiler found (set CXX)")
-  include = jax.ffi.include_dir()
-  key = hashlib.sha256()
-  for part in (SOURCE.read_bytes(), compiler.encode(), include.encode(),
-               jax.__version__.encode(), " ".join(_FLAGS).encode(),
-               _cpu_signature().encode()):
-    key.update(part)
-  cache = _cache_dir()
-  library = cache / f"memory_step-{key.hexdigest()[:16]}.so"
-  if library.exists() and not force:
-    return library
-  cache.mkdir(parents=True, exist_ok=True)
-  # Build beside the target and rename: concurrent builders (pytest-xdist,
-  # several runs) never see a half-written library.
-  with tempfile.TemporaryDirectory(dir=cache) as scratch:
-    partial = pathlib.Path(scratch) / library.name
-    command = [compiler, *_FLAGS, "-isystem", include, str(SOURCE), "-o",
-               str(partial)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-      raise FusedKernelUnavailable(
-          f"compiling {SOURCE.name} failed:\n{' '.join(command)}\n"
-          f"{result.stderr[-4000:]}")
-    os.replace(partial, library)
-  return library
-
-
-@functools.lru_cache(maxsize=None)
-def _load() -> bool:
-  library = ctypes.cdll.LoadLibrary(str(build()))
-  for name in _TARGETS.values():
-    jax.ffi.register_ffi_target(
-        name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu")
-  return True
-
-
-@functools.lru_cache(maxsize=None)
-def available() -> bool:
-  """Whether the fused kernel is built and registered (warns once if not)."""
-  if os.environ.get("DNC_JAX_DISABLE_FUSED"):
-    return False
-  try:
-    return _load()
-  except (FusedKernelUnavailable, OSError, AttributeError) as error:
-    warnings.warn(f"dnc_jax: the fused CPU memory step is unavailable, using "
-                  f"the XLA path instead: {error}", RuntimeWarning,
-                  stacklevel=3)
-    return False
 
 
 def supports(interface: MemoryInterface, state: AccessState,

@@ -17,10 +17,12 @@ from typing import Callable, Tuple
 import jax
 import jax.numpy as jnp
 
+from dnc_jax import sorting
+
 
 def _top_k_normalised(weights: jax.Array, k: int):
   """Top-``k`` (values rescaled to sum to 1, indices) of ``weights [N]``."""
-  values, indices = jax.lax.top_k(weights, k)
+  values, indices = sorting.top_k(weights, k)
   total = jnp.sum(values)
   positive = total > 0
   values = jnp.where(positive, values / jnp.where(positive, total, 1.0), 0.0)
@@ -67,7 +69,7 @@ def link_update(prev_indices: jax.Array, prev_values: jax.Array,
   values = jnp.concatenate([kept, new_values], axis=-1)
   values = jnp.where(values >= 1.0 / k, values, 0.0)
   # At most K candidates survive the 1/K threshold; keep those.
-  values, chosen = jax.lax.top_k(values, k)
+  values, chosen = sorting.top_k(values, k)
   columns = jnp.take_along_axis(columns, chosen, axis=-1)
   return columns, values
 

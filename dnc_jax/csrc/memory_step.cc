@@ -19,15 +19,12 @@
 // and the read weighting is the content weighting.
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <condition_variable>
 #include <cstdint>
-#include <memory>
-#include <mutex>
 #include <numeric>
 #include <vector>
 
+#include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -717,58 +714,6 @@ void BackwardExample(const Interface<T>& in, const State<T>& prev,
 }
 
 // ---------------------------------------------------------------------------
-// Running examples in parallel on XLA's thread pool. Workers claim examples
-// from a shared counter; the caller works too and then waits only for
-// examples already claimed, so no task ever waits on an unscheduled one.
-
-template <typename Work>
-void ParallelOverExamples(ffi::ThreadPool& pool, int64_t count,
-                          int64_t work_per_example, const Work& work) {
-  int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  // Small steps are cheaper on one core than handed around.
-  const int64_t min_work_per_task = 1 << 15;
-  threads = std::min<int64_t>(threads, std::max<int64_t>(
-      1, count * work_per_example / min_work_per_task));
-  threads = std::min(threads, count);
-  if (threads <= 1) {
-    for (int64_t b = 0; b < count; ++b) work(b);
-    return;
-  }
-  struct Shared {
-    std::atomic<int64_t> next{0}, done{0};
-    std::mutex mutex;
-    std::condition_variable finished;
-  };
-  auto shared = std::make_shared<Shared>();
-  auto drain = [shared, count, &work]() {
-    int64_t b;
-    while ((b = shared->next.fetch_add(1)) < count) {
-      work(b);
-      if (shared->done.fetch_add(1) + 1 == count) {
-        std::lock_guard<std::mutex> lock(shared->mutex);
-        shared->finished.notify_all();
-      }
-    }
-  };
-  for (int64_t t = 1; t < threads; ++t) {
-    // A late task finds the counter exhausted and touches nothing else.
-    pool.Schedule([shared, count, work_ptr = &work]() {
-      int64_t b;
-      while ((b = shared->next.fetch_add(1)) < count) {
-        (*work_ptr)(b);
-        if (shared->done.fetch_add(1) + 1 == count) {
-          std::lock_guard<std::mutex> lock(shared->mutex);
-          shared->finished.notify_all();
-        }
-      }
-    });
-  }
-  drain();
-  std::unique_lock<std::mutex> lock(shared->mutex);
-  shared->finished.wait(lock, [&] { return shared->done.load() == count; });
-}
-
-// ---------------------------------------------------------------------------
 // FFI plumbing.
 
 ffi::Error CheckDims(const Dims& d) {
@@ -813,7 +758,7 @@ ffi::Error ForwardImpl(ffi::ThreadPool pool, In<DT> read_keys,
                 M = d.modes();
   const int64_t LN = d.links ? N * N : 0, PN = d.links ? N : 0,
                 MM = d.links ? M : 0;
-  ParallelOverExamples(pool, d.batch, N * (W * (R + H) + (d.links ? N * R : 0)),
+  ParallelFor(pool, d.batch, N * (W * (R + H) + (d.links ? N * R : 0)),
                        [&](int64_t b) {
     Interface<T> in{read_keys.typed_data() + b * R * W,
                     read_strengths.typed_data() + b * R,
@@ -868,7 +813,7 @@ ffi::Error BackwardImpl(
                 M = d.modes();
   const int64_t LN = d.links ? N * N : 0, PN = d.links ? N : 0,
                 MM = d.links ? M : 0;
-  ParallelOverExamples(pool, d.batch,
+  ParallelFor(pool, d.batch,
                        2 * N * (W * (R + H) + (d.links ? N * R : 0)),
                        [&](int64_t b) {
     Interface<T> in{read_keys.typed_data() + b * R * W,

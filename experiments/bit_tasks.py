@@ -71,8 +71,37 @@ class BitTask:
     return bit_metrics(logits, batch)
 
 
+class _ShowThenCopy(BitTask):
+  """Tasks whose inputs are patterns, each closed by a delimiter flag."""
+
+  num_bits: int
+
+  @property
+  def input_size(self) -> int:
+    return self.num_bits + 1
+
+  @property
+  def output_size(self) -> int:
+    return self.num_bits
+
+
+def _show_then_copy(batch: Batch, b: int, start: int,
+                    pattern: np.ndarray) -> int:
+  """Shows ``pattern`` from step ``start``, a delimiter, then asks for it.
+
+  Returns the step after the copy.
+  """
+  length, bits = pattern.shape
+  batch.inputs[start:start + length, b, :bits] = pattern
+  batch.inputs[start + length, b, bits] = 1.0
+  copy = slice(start + length + 1, start + 2 * length + 1)
+  batch.targets[copy, b] = pattern
+  batch.mask[copy, b] = 1.0
+  return start + 2 * length + 1
+
+
 @dataclasses.dataclass(frozen=True)
-class Copy(BitTask):
+class Copy(_ShowThenCopy):
   """Copy (Extended Data Fig. 4): show a pattern, then reproduce it.
 
   Inputs have ``num_bits + 1`` channels: the pattern's bits and a delimiter
@@ -89,14 +118,6 @@ class Copy(BitTask):
     _check_range("length", self.min_length, self.max_length)
 
   @property
-  def input_size(self) -> int:
-    return self.num_bits + 1
-
-  @property
-  def output_size(self) -> int:
-    return self.num_bits
-
-  @property
   def max_time(self) -> int:
     return 2 * self.max_length + 1
 
@@ -106,10 +127,7 @@ class Copy(BitTask):
     lengths = rng.integers(self.min_length, self.max_length + 1, batch_size)
     for b, length in enumerate(lengths):
       pattern = rng.integers(0, 2, (length, self.num_bits)).astype(np.float32)
-      batch.inputs[:length, b, :self.num_bits] = pattern
-      batch.inputs[length, b, self.num_bits] = 1.0
-      batch.targets[length + 1:2 * length + 1, b] = pattern
-      batch.mask[length + 1:2 * length + 1, b] = 1.0
+      _show_then_copy(batch, b, 0, pattern)
     return batch
 
   def longer(self):
@@ -177,7 +195,7 @@ class RepeatCopy(BitTask):
 
 
 @dataclasses.dataclass(frozen=True)
-class DynamicAllocationCopy(BitTask):
+class DynamicAllocationCopy(_ShowThenCopy):
   """Dynamic-allocation copy (Extended Data Fig. 1).
 
   ``num_sequences`` patterns are shown one after another, each copied back
@@ -197,32 +215,19 @@ class DynamicAllocationCopy(BitTask):
     _check_range("length", self.min_length, self.max_length)
 
   @property
-  def input_size(self) -> int:
-    return self.num_bits + 1
-
-  @property
-  def output_size(self) -> int:
-    return self.num_bits
-
-  @property
   def max_time(self) -> int:
     return self.num_sequences * (2 * self.max_length + 1)
 
   def sample(self, rng, batch_size):
-    bits = self.num_bits
     batch = _empty_batch(self.max_time, batch_size, self.input_size,
                          self.output_size)
     for b in range(batch_size):
       t = 0
       for length in rng.integers(self.min_length, self.max_length + 1,
                                  self.num_sequences):
-        pattern = rng.integers(0, 2, (length, bits)).astype(np.float32)
-        batch.inputs[t:t + length, b, :bits] = pattern
-        batch.inputs[t + length, b, bits] = 1.0
-        out = slice(t + length + 1, t + 2 * length + 1)
-        batch.targets[out, b] = pattern
-        batch.mask[out, b] = 1.0
-        t += 2 * length + 1
+        pattern = rng.integers(0, 2, (length, self.num_bits)).astype(
+            np.float32)
+        t = _show_then_copy(batch, b, t, pattern)
     return batch
 
   def longer(self):

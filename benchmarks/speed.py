@@ -9,7 +9,9 @@ link from the flags) it prints sequence-steps per second (batch x time /
 seconds, the median of ``--steps`` steps after ``--warmup``) of the forward
 pass and of a training step (forward, gradient, RMSProp update), the
 compile time, and the peak resident memory of the timed steps (the
-process's high-water mark, reset after compilation; on GPU, device memory).
+process's high-water mark, reset after compilation; on GPU, device memory)
+beside the resident memory just before the steps (the runtime, parameters
+and compiled code: what no step can save).
 Every configuration runs in a fresh process. ``--peers`` also runs the PyPI
 ``dnc`` package (a PyTorch DNC, 1.1.0) on the same configuration in its own
 virtual environment and prints our speed as a ratio of its. Results are
@@ -25,43 +27,17 @@ import argparse
 import json
 import os
 import pathlib
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from typing import Dict, List, Optional
 
+from benchmarks.rss import peak_rss_bytes, reset_peak_rss, rss_bytes
+
 GIB = 2 ** 30
 PEER_REQUIREMENTS = ["torch==2.13.0", "numpy"]
 PEER_PACKAGE = "dnc==1.1.0"
-
-
-def reset_peak_rss():
-  """Resets the process's resident-memory high-water mark (Linux).
-
-  Heap pages freed earlier (by the compiler, say) are first handed back to
-  the system, so the mark measures the timed steps, not what came before.
-  """
-  try:
-    import ctypes
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-  except (OSError, AttributeError):
-    pass
-  try:
-    pathlib.Path("/proc/self/clear_refs").write_text("5")
-  except OSError:
-    pass
-
-
-def peak_rss_bytes() -> int:
-  try:
-    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-      if line.startswith("VmHWM:"):
-        return int(line.split()[1]) * 1024
-  except OSError:
-    pass
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def measure(config: Dict) -> Dict:
@@ -121,6 +97,7 @@ def measure(config: Dict) -> Dict:
     for _ in range(config["warmup"]):
       jax.block_until_ready(compiled(*args))
     reset_peak_rss()
+    result[f"{name}_base_bytes"] = rss_bytes()
     times = []
     for _ in range(config["steps"]):
       start = time.perf_counter()
@@ -137,19 +114,25 @@ def measure(config: Dict) -> Dict:
   return result
 
 
-def run_in_subprocess(config: Dict, timeout: float) -> Dict:
-  command = [sys.executable, "-m", "benchmarks.speed", "--single",
-             json.dumps(config)]
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_json(command: List[str], timeout: float) -> Dict:
+  """Runs a timer in its own process; its last stdout line is the JSON."""
   try:
     done = subprocess.run(command, capture_output=True, text=True,
-                          timeout=timeout,
-                          cwd=pathlib.Path(__file__).resolve().parents[1])
+                          timeout=timeout, cwd=REPO)
   except subprocess.TimeoutExpired:
     return {"error": f"timed out after {timeout:.0f} s"}
   if done.returncode != 0:
     tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
     return {"error": f"exit {done.returncode}: " + " | ".join(tail)}
   return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_in_subprocess(config: Dict, timeout: float) -> Dict:
+  return run_json([sys.executable, "-m", "benchmarks.speed", "--single",
+                   json.dumps(config)], timeout)
 
 
 def peer_python(venv: pathlib.Path) -> pathlib.Path:
@@ -171,20 +154,10 @@ def peer_python(venv: pathlib.Path) -> pathlib.Path:
 
 
 def run_peer(python: pathlib.Path, config: Dict, timeout: float) -> Dict:
-  script = pathlib.Path(__file__).parent / "peers" / "dnc_pytorch.py"
-  command = [str(python), str(script)] + [
+  return run_json([str(python), "-m", "benchmarks.peers.dnc_pytorch"] + [
       f"--{k.replace('_', '-')}={config[k]}" for k in
       ("memory_size", "word_size", "num_reads", "hidden_size", "batch_size",
-       "time", "inputs", "steps", "warmup")]
-  try:
-    done = subprocess.run(command, capture_output=True, text=True,
-                          timeout=timeout)
-  except subprocess.TimeoutExpired:
-    return {"error": f"timed out after {timeout:.0f} s"}
-  if done.returncode != 0:
-    tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-    return {"error": f"exit {done.returncode}: " + " | ".join(tail)}
-  return json.loads(done.stdout.strip().splitlines()[-1])
+       "time", "inputs", "steps", "warmup")], timeout)
 
 
 def _rate(value: Optional[float]) -> str:
@@ -198,13 +171,13 @@ def _gib(value: Optional[float]) -> str:
 def markdown(rows: List[Dict]) -> str:
   lines = ["| implementation | N | link | B x T | forward seq-steps/s | "
            "train seq-steps/s | train / best peer | peak GiB (train) | "
-           "compile s (train) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "of which before the step | compile s (train) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for row in rows:
     r, c = row["result"], row["config"]
     if "error" in r:
       lines.append(f"| {row['name']} | {c['memory_size']} | {c['link']} | "
-                   f"{c['batch_size']} x {c['time']} | {r['error']} | | | | |")
+                   f"{c['batch_size']} x {c['time']} | {r['error']} | | | | | |")
       continue
     ratio = row.get("ratio")
     lines.append(
@@ -214,6 +187,7 @@ def markdown(rows: List[Dict]) -> str:
         f"{_rate(r.get('train_seq_steps_per_s'))} | "
         f"{'-' if ratio is None else f'{ratio:.2f}x'} | "
         f"{_gib(r.get('train_peak_bytes'))} | "
+        f"{_gib(r.get('train_base_bytes'))} | "
         f"{r.get('train_compile_s', float('nan')):.1f} |")
   return "\n".join(lines)
 

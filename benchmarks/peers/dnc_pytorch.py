@@ -1,40 +1,18 @@
 """Times the PyPI ``dnc`` package (a PyTorch DNC) on one configuration.
 
-Run by ``benchmarks.speed --peers`` inside a separate virtual environment
-that has ``torch`` and ``dnc`` (no jax); prints one JSON line. It mirrors
-``benchmarks/speed.py``'s measurement: median seconds of ``--steps`` steps
+Run by ``benchmarks.speed --peers`` (as ``python -m
+benchmarks.peers.dnc_pytorch`` from the repository root) inside a separate
+virtual environment that has ``torch`` and ``dnc`` (no jax); prints one JSON
+line. It mirrors ``benchmarks/speed.py``'s measurement: median seconds of ``--steps`` steps
 after ``--warmup``, peak resident memory of the timed steps only.
 """
 
 import argparse
 import json
-import pathlib
-import resource
 import statistics
 import time
 
-
-def reset_peak_rss():
-  """As benchmarks.speed.reset_peak_rss: trim the heap, reset VmHWM."""
-  try:
-    import ctypes
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-  except (OSError, AttributeError):
-    pass
-  try:
-    pathlib.Path("/proc/self/clear_refs").write_text("5")
-  except OSError:
-    pass
-
-
-def peak_rss_bytes() -> int:
-  try:
-    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-      if line.startswith("VmHWM:"):
-        return int(line.split()[1]) * 1024
-  except OSError:
-    pass
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+from benchmarks.rss import peak_rss_bytes, reset_peak_rss, rss_bytes
 
 
 def main():
@@ -79,6 +57,7 @@ def main():
     for _ in range(args.warmup):
       fn()
     reset_peak_rss()
+    result[f"{name}_base_bytes"] = rss_bytes()
     times = []
     for _ in range(args.steps):
       start = time.perf_counter()

@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdint>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "parallel.h"
@@ -41,30 +42,50 @@ struct Dims {
   int64_t modes() const { return 1 + 2 * writes; }
 };
 
-// Pointers to one example's arrays; `T` is float or double.
-template <typename T>
-struct Interface {
-  const T *read_keys, *read_strengths, *write_keys, *write_strengths, *erase,
-      *write_vectors, *free_gates, *allocation_gates, *write_gates,
-      *read_modes;
+// Pointers to arrays, `P` being `const T*` or `T*` (`T` float or double):
+// the whole batch's as the kernel receives them, or one example's.
+template <typename P>
+struct InterfaceOf {
+  P read_keys, read_strengths, write_keys, write_strengths, erase,
+      write_vectors, free_gates, allocation_gates, write_gates, read_modes;
+};
+
+template <typename P>
+struct StateOf {
+  P memory, read_weights, write_weights, link, precedence, usage;
 };
 
 template <typename T>
-struct State {
-  const T *memory, *read_weights, *write_weights, *link, *precedence, *usage;
-};
-
+using Interface = InterfaceOf<const T*>;
 template <typename T>
-struct MutableState {
-  T *memory, *read_weights, *write_weights, *link, *precedence, *usage;
-};
-
+using MutableInterface = InterfaceOf<T*>;
 template <typename T>
-struct MutableInterface {
-  T *read_keys, *read_strengths, *write_keys, *write_strengths, *erase,
-      *write_vectors, *free_gates, *allocation_gates, *write_gates,
-      *read_modes;
-};
+using State = StateOf<const T*>;
+template <typename T>
+using MutableState = StateOf<T*>;
+
+// Example `b`'s arrays within the batch's (shapes as in the header comment;
+// without links the link arrays have no elements).
+template <typename P>
+InterfaceOf<P> ExampleOf(const InterfaceOf<P>& batch, const Dims& d,
+                         int64_t b) {
+  const int64_t R = d.reads, H = d.writes, W = d.word,
+                M = d.links ? d.modes() : 0;
+  return {batch.read_keys + b * R * W,  batch.read_strengths + b * R,
+          batch.write_keys + b * H * W, batch.write_strengths + b * H,
+          batch.erase + b * H * W,      batch.write_vectors + b * H * W,
+          batch.free_gates + b * R,     batch.allocation_gates + b * H,
+          batch.write_gates + b * H,    batch.read_modes + b * R * M};
+}
+
+template <typename P>
+StateOf<P> ExampleOf(const StateOf<P>& batch, const Dims& d, int64_t b) {
+  const int64_t N = d.slots, R = d.reads, H = d.writes, W = d.word,
+                L = d.links ? N : 0;
+  return {batch.memory + b * N * W,        batch.read_weights + b * R * N,
+          batch.write_weights + b * H * N, batch.link + b * H * L * L,
+          batch.precedence + b * H * L,    batch.usage + b * N};
+}
 
 // ---------------------------------------------------------------------------
 // Content addressing: weights[k, n] = softmax_n(beta_k * cos(key_k, M[n])).
@@ -739,6 +760,26 @@ using In = ffi::Buffer<DT>;
 template <ffi::DataType DT>
 using Out = ffi::Result<ffi::Buffer<DT>>;
 
+// The batch's interface and previous state: the first 16 operands of both
+// custom calls.
+template <ffi::DataType DT>
+std::pair<Interface<ffi::NativeType<DT>>, State<ffi::NativeType<DT>>>
+StepInputs(In<DT> read_keys, In<DT> read_strengths, In<DT> write_keys,
+           In<DT> write_strengths, In<DT> erase, In<DT> write_vectors,
+           In<DT> free_gates, In<DT> allocation_gates, In<DT> write_gates,
+           In<DT> read_modes, In<DT> memory, In<DT> read_weights,
+           In<DT> write_weights, In<DT> link, In<DT> precedence,
+           In<DT> usage) {
+  return {{read_keys.typed_data(), read_strengths.typed_data(),
+           write_keys.typed_data(), write_strengths.typed_data(),
+           erase.typed_data(), write_vectors.typed_data(),
+           free_gates.typed_data(), allocation_gates.typed_data(),
+           write_gates.typed_data(), read_modes.typed_data()},
+          {memory.typed_data(), read_weights.typed_data(),
+           write_weights.typed_data(), link.typed_data(),
+           precedence.typed_data(), usage.typed_data()}};
+}
+
 template <ffi::DataType DT>
 ffi::Error ForwardImpl(ffi::ThreadPool pool, In<DT> read_keys,
                        In<DT> read_strengths, In<DT> write_keys,
@@ -754,38 +795,25 @@ ffi::Error ForwardImpl(ffi::ThreadPool pool, In<DT> read_keys,
   using T = ffi::NativeType<DT>;
   const Dims d = DimsOf(memory, read_keys, write_keys, links);
   if (auto error = CheckDims(d); error.failure()) return error;
-  const int64_t N = d.slots, W = d.word, R = d.reads, H = d.writes,
-                M = d.modes();
-  const int64_t LN = d.links ? N * N : 0, PN = d.links ? N : 0,
-                MM = d.links ? M : 0;
+  const auto inputs = StepInputs<DT>(
+      read_keys, read_strengths, write_keys, write_strengths, erase,
+      write_vectors, free_gates, allocation_gates, write_gates, read_modes,
+      memory, read_weights, write_weights, link, precedence, usage);
+  const Interface<T>& in = inputs.first;
+  const State<T>& prev = inputs.second;
+  const MutableState<T> out{memory_out->typed_data(),
+                            read_weights_out->typed_data(),
+                            write_weights_out->typed_data(),
+                            link_out->typed_data(),
+                            precedence_out->typed_data(),
+                            usage_out->typed_data()};
+  const int64_t N = d.slots, W = d.word, R = d.reads, H = d.writes;
   ParallelFor(pool, d.batch, N * (W * (R + H) + (d.links ? N * R : 0)),
-                       [&](int64_t b) {
-    Interface<T> in{read_keys.typed_data() + b * R * W,
-                    read_strengths.typed_data() + b * R,
-                    write_keys.typed_data() + b * H * W,
-                    write_strengths.typed_data() + b * H,
-                    erase.typed_data() + b * H * W,
-                    write_vectors.typed_data() + b * H * W,
-                    free_gates.typed_data() + b * R,
-                    allocation_gates.typed_data() + b * H,
-                    write_gates.typed_data() + b * H,
-                    read_modes.typed_data() + b * R * MM};
-    State<T> prev{memory.typed_data() + b * N * W,
-                  read_weights.typed_data() + b * R * N,
-                  write_weights.typed_data() + b * H * N,
-                  link.typed_data() + b * H * LN,
-                  precedence.typed_data() + b * H * PN,
-                  usage.typed_data() + b * N};
-    MutableState<T> out{memory_out->typed_data() + b * N * W,
-                        read_weights_out->typed_data() + b * R * N,
-                        write_weights_out->typed_data() + b * H * N,
-                        d.links ? link_out->typed_data() + b * H * LN : nullptr,
-                        d.links ? precedence_out->typed_data() + b * H * PN
-                                : nullptr,
-                        usage_out->typed_data() + b * N};
+              [&](int64_t b) {
     thread_local Forward<T> scratch;
-    ForwardExample(in, prev, d, scratch, read_words->typed_data() + b * R * W,
-                   out);
+    ForwardExample(ExampleOf(in, d, b), ExampleOf(prev, d, b), d, scratch,
+                   read_words->typed_data() + b * R * W,
+                   ExampleOf(out, d, b));
   });
   return ffi::Error::Success();
 }
@@ -809,54 +837,33 @@ ffi::Error BackwardImpl(
   using T = ffi::NativeType<DT>;
   const Dims d = DimsOf(memory, read_keys, write_keys, links);
   if (auto error = CheckDims(d); error.failure()) return error;
-  const int64_t N = d.slots, W = d.word, R = d.reads, H = d.writes,
-                M = d.modes();
-  const int64_t LN = d.links ? N * N : 0, PN = d.links ? N : 0,
-                MM = d.links ? M : 0;
-  ParallelFor(pool, d.batch,
-                       2 * N * (W * (R + H) + (d.links ? N * R : 0)),
-                       [&](int64_t b) {
-    Interface<T> in{read_keys.typed_data() + b * R * W,
-                    read_strengths.typed_data() + b * R,
-                    write_keys.typed_data() + b * H * W,
-                    write_strengths.typed_data() + b * H,
-                    erase.typed_data() + b * H * W,
-                    write_vectors.typed_data() + b * H * W,
-                    free_gates.typed_data() + b * R,
-                    allocation_gates.typed_data() + b * H,
-                    write_gates.typed_data() + b * H,
-                    read_modes.typed_data() + b * R * MM};
-    State<T> prev{memory.typed_data() + b * N * W,
-                  read_weights.typed_data() + b * R * N,
-                  write_weights.typed_data() + b * H * N,
-                  link.typed_data() + b * H * LN,
-                  precedence.typed_data() + b * H * PN,
-                  usage.typed_data() + b * N};
-    State<T> g_out{g_memory.typed_data() + b * N * W,
-                   g_read_weights.typed_data() + b * R * N,
-                   g_write_weights.typed_data() + b * H * N,
-                   g_link.typed_data() + b * H * LN,
-                   g_precedence.typed_data() + b * H * PN,
-                   g_usage.typed_data() + b * N};
-    MutableInterface<T> g_in{g_read_keys->typed_data() + b * R * W,
-                             g_read_strengths->typed_data() + b * R,
-                             g_write_keys->typed_data() + b * H * W,
-                             g_write_strengths->typed_data() + b * H,
-                             g_erase->typed_data() + b * H * W,
-                             g_write_vectors->typed_data() + b * H * W,
-                             g_free_gates->typed_data() + b * R,
-                             g_allocation_gates->typed_data() + b * H,
-                             g_write_gates->typed_data() + b * H,
-                             g_read_modes->typed_data() + b * R * MM};
-    MutableState<T> g_prev{g_memory_prev->typed_data() + b * N * W,
-                           g_read_weights_prev->typed_data() + b * R * N,
-                           g_write_weights_prev->typed_data() + b * H * N,
-                           g_link_prev->typed_data() + b * H * LN,
-                           g_precedence_prev->typed_data() + b * H * PN,
-                           g_usage_prev->typed_data() + b * N};
+  const auto inputs = StepInputs<DT>(
+      read_keys, read_strengths, write_keys, write_strengths, erase,
+      write_vectors, free_gates, allocation_gates, write_gates, read_modes,
+      memory, read_weights, write_weights, link, precedence, usage);
+  const Interface<T>& in = inputs.first;
+  const State<T>& prev = inputs.second;
+  const State<T> g_out{g_memory.typed_data(), g_read_weights.typed_data(),
+                       g_write_weights.typed_data(), g_link.typed_data(),
+                       g_precedence.typed_data(), g_usage.typed_data()};
+  const MutableInterface<T> g_in{
+      g_read_keys->typed_data(), g_read_strengths->typed_data(),
+      g_write_keys->typed_data(), g_write_strengths->typed_data(),
+      g_erase->typed_data(), g_write_vectors->typed_data(),
+      g_free_gates->typed_data(), g_allocation_gates->typed_data(),
+      g_write_gates->typed_data(), g_read_modes->typed_data()};
+  const MutableState<T> g_prev{
+      g_memory_prev->typed_data(), g_read_weights_prev->typed_data(),
+      g_write_weights_prev->typed_data(), g_link_prev->typed_data(),
+      g_precedence_prev->typed_data(), g_usage_prev->typed_data()};
+  const int64_t N = d.slots, W = d.word, R = d.reads, H = d.writes;
+  ParallelFor(pool, d.batch, 2 * N * (W * (R + H) + (d.links ? N * R : 0)),
+              [&](int64_t b) {
     thread_local Forward<T> scratch;
-    BackwardExample(in, prev, d, g_read_words.typed_data() + b * R * W, g_out,
-                    scratch, g_in, g_prev);
+    BackwardExample(ExampleOf(in, d, b), ExampleOf(prev, d, b), d,
+                    g_read_words.typed_data() + b * R * W,
+                    ExampleOf(g_out, d, b), scratch, ExampleOf(g_in, d, b),
+                    ExampleOf(g_prev, d, b));
   });
   return ffi::Error::Success();
 }

@@ -68,13 +68,23 @@ def _shape_dtypes(arrays):
   return [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in arrays]
 
 
+# The backward kernel turns the link's cotangent into the previous step's
+# one row at a time, each row read before it is written, so the result may
+# take the operand's buffer: XLA then updates the backward scan's carry in
+# place instead of copying N x N per example and step into it. (Not the
+# forward link: the old one is kept as a residual, so aliasing it costs a
+# copy rather than saving one.) Operand index -> result index.
+_LINK_IN_PLACE = {"forward": {}, "backward": {20: 13}}
+
+
 def _call(direction: str, dtype, outputs, args, links: bool):
   if not available():
     raise FusedKernelUnavailable(
         "the fused memory step could not be built; see the warning above")
   target = _TARGETS[(direction, np.dtype(dtype))]
   return jax.ffi.ffi_call(target, _shape_dtypes(outputs),
-                          vmap_method="broadcast_all")(
+                          vmap_method="broadcast_all",
+                          input_output_aliases=_LINK_IN_PLACE[direction])(
                               *args, links=np.int64(links))
 
 

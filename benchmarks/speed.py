@@ -10,7 +10,7 @@ seconds, the median of ``--steps`` steps after ``--warmup``) of the forward
 pass and of a training step (forward, gradient, RMSProp update), the
 compile time, and the peak resident memory of the timed steps (the
 process's high-water mark, reset after compilation; on GPU, device memory)
-beside the resident memory just before the steps (the runtime, parameters
+beside (on CPU) the resident memory just before the steps (the runtime, parameters
 and compiled code: what no step can save).
 Every configuration runs in a fresh process. ``--peers`` also runs the PyPI
 ``dnc`` package (a PyTorch DNC, 1.1.0) on the same configuration in its own
@@ -96,8 +96,13 @@ def measure(config: Dict) -> Dict:
       result[f"{name}_xla_temp_bytes"] = memory.temp_size_in_bytes
     for _ in range(config["warmup"]):
       jax.block_until_ready(compiled(*args))
+    if config.get("hlo_dir"):
+      path = pathlib.Path(config["hlo_dir"]) / (
+          f"{name}-N{config['memory_size']}-{config['link']}-"
+          f"{config['backend']}.hlo")
+      path.write_text(compiled.as_text())
     reset_peak_rss()
-    result[f"{name}_base_bytes"] = rss_bytes()
+    base_bytes = rss_bytes()
     times = []
     for _ in range(config["steps"]):
       start = time.perf_counter()
@@ -108,6 +113,7 @@ def measure(config: Dict) -> Dict:
     result[f"{name}_seq_steps_per_s"] = batch * steps_t / seconds
     if result["platform"] == "cpu":
       result[f"{name}_peak_bytes"] = peak_rss_bytes()
+      result[f"{name}_base_bytes"] = base_bytes
     else:
       stats = jax.devices()[0].memory_stats() or {}
       result[f"{name}_peak_bytes"] = stats.get("peak_bytes_in_use")
@@ -226,12 +232,19 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument("--timeout", type=float, default=1800,
                       help="seconds per configuration")
   parser.add_argument("--json", default=None, help="write the results here")
+  parser.add_argument("--hlo-dir", default=None,
+                      help="also write each compiled step's optimised HLO "
+                      "here (to see the copies around the memory step)")
   args = parser.parse_args(argv)
 
   if args.single:
     print(json.dumps(measure(json.loads(args.single))))
     return 0
 
+  hlo_dir = None
+  if args.hlo_dir:  # absolute: the timers run from the repository root
+    hlo_dir = pathlib.Path(args.hlo_dir).resolve()
+    hlo_dir.mkdir(parents=True, exist_ok=True)
   rows = []
   peer = None
   if args.peers:
@@ -253,7 +266,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                   batch_size=args.batch_size, time=args.time,
                   word_size=args.word_size, num_reads=args.num_reads,
                   hidden_size=args.hidden_size, inputs=args.inputs,
-                  steps=args.steps, warmup=args.warmup, remat_chunk=remat)
+                  steps=args.steps, warmup=args.warmup, remat_chunk=remat,
+                  hlo_dir=hlo_dir and str(hlo_dir))
       group = []
       if peer is not None and link == "dense" and size <= args.peer_max_size:
         result = run_peer(peer, base, args.timeout)

@@ -10,8 +10,8 @@ seconds, the median of ``--steps`` steps after ``--warmup``) of the forward
 pass and of a training step (forward, gradient, RMSProp update), the
 compile time, and the peak resident memory of the timed steps (the
 process's high-water mark, reset after compilation; on GPU, device memory)
-beside (on CPU) the resident memory just before the steps (the runtime, parameters
-and compiled code: what no step can save).
+and, on CPU, the resident memory just before the steps (the runtime,
+parameters and compiled code: what no step can save).
 Every configuration runs in a fresh process. ``--peers`` also runs the PyPI
 ``dnc`` package (a PyTorch DNC, 1.1.0) on the same configuration in its own
 virtual environment and prints our speed as a ratio of its. Results are
@@ -183,7 +183,8 @@ def markdown(rows: List[Dict]) -> str:
     r, c = row["result"], row["config"]
     if "error" in r:
       lines.append(f"| {row['name']} | {c['memory_size']} | {c['link']} | "
-                   f"{c['batch_size']} x {c['time']} | {r['error']} | | | | | |")
+                   f"{c['batch_size']} x {c['time']} | {r['error']} "
+                   "| | | | | |")
       continue
     ratio = row.get("ratio")
     lines.append(

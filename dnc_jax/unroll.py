@@ -8,6 +8,12 @@ at each chunk's start is kept, and a chunk's steps are recomputed during the
 backward pass. Memory falls to about ``T/C`` states plus ``C`` steps'
 residuals; the cost is one more forward pass. Values and gradients are the
 same as without it.
+
+``scan_unroll=U`` places ``U`` steps in each iteration of the underlying
+``lax.scan``: the same values, fewer loop iterations. On a GPU, where a small
+DNC's step is a few dozen short kernels and each loop iteration adds a
+round trip to the host, that is faster (see ``benchmarks.speed
+--scan-unrolls``); it costs compile time.
 """
 
 from __future__ import annotations
@@ -19,8 +25,14 @@ import jax
 import jax.numpy as jnp
 
 
+def _check_positive_int(name: str, value: Any, allowed: str = "an int >= 1"):
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
 def unroll(core: hk.RNNCore, inputs: jax.Array, initial_state: Any, *,
-           remat_chunk: Optional[int] = None) -> Tuple[Any, Any]:
+           remat_chunk: Optional[int] = None,
+           scan_unroll: int = 1) -> Tuple[Any, Any]:
   """Runs ``core`` over time-major ``inputs``; call inside ``hk.transform``.
 
   Args:
@@ -30,21 +42,22 @@ def unroll(core: hk.RNNCore, inputs: jax.Array, initial_state: Any, *,
     remat_chunk: ``None`` unrolls as ``hk.dynamic_unroll`` does; an int
       ``C >= 1`` recomputes chunks of ``C`` steps in the backward pass.
       A final chunk shorter than ``C`` takes the remaining steps.
+    scan_unroll: steps per iteration of the scan over time (within a chunk
+      when ``remat_chunk`` is given); ``1`` loops step by step.
   Returns:
     ``(outputs [T, B, ...], final_state)``.
   """
+  _check_positive_int("scan_unroll", scan_unroll)
   if remat_chunk is None:
-    return hk.dynamic_unroll(core, inputs, initial_state)
-  if isinstance(remat_chunk, bool) or not isinstance(remat_chunk, int) or (
-      remat_chunk < 1):
-    raise ValueError(f"remat_chunk must be None or an int >= 1, got "
-                     f"{remat_chunk!r}")
+    return hk.dynamic_unroll(core, inputs, initial_state, unroll=scan_unroll)
+  _check_positive_int("remat_chunk", remat_chunk, "None or an int >= 1")
   steps = inputs.shape[0]
   chunks, remainder = divmod(steps, remat_chunk)
 
   @hk.remat
   def run_chunk(state, chunk_inputs):
-    outputs, state = hk.dynamic_unroll(core, chunk_inputs, state)
+    outputs, state = hk.dynamic_unroll(core, chunk_inputs, state,
+                                       unroll=scan_unroll)
     return state, outputs
 
   state, pieces = initial_state, []

@@ -226,20 +226,24 @@ def test_bad_inputs_raise_clear_errors():
     hk.transform(lambda: DNC({"output_size": 3})).init(None)
 
 
-@pytest.mark.parametrize("chunk", [1, 4, 7, 50])
-def test_chunked_remat_unroll_equals_plain_unroll(chunk):
+@pytest.mark.parametrize("chunk,scan_unroll",
+                         [(1, 1), (4, 1), (7, 1), (50, 1), (None, 5), (4, 3)])
+def test_chunked_remat_unroll_equals_plain_unroll(chunk, scan_unroll):
   from dnc_jax import unroll
   config = CONFIGS["lstm"]
-  x = inputs_for(t=12)
+  # Float64, as above: rematerialised or unrolled steps compile differently,
+  # and float32 rounding can flip the allocation sort where usages tie.
+  x = inputs_for(t=12).astype(jnp.float64)
 
-  def build(remat_chunk):
+  def build(remat_chunk, scan_unroll=1):
     def fn(inputs):
       core = DNC(config)
-      return unroll(core, inputs, core.initial_state(inputs.shape[1]),
-                    remat_chunk=remat_chunk)
+      return unroll(core, inputs,
+                    core.initial_state(inputs.shape[1], dtype=inputs.dtype),
+                    remat_chunk=remat_chunk, scan_unroll=scan_unroll)
     return hk.without_apply_rng(hk.transform(fn))
 
-  plain, chunked = build(None), build(chunk)
+  plain, chunked = build(None), build(chunk, scan_unroll)
   params = plain.init(jax.random.PRNGKey(1), x)
   # Both name their parameters alike, so either's init serves the other.
   assert jax.tree.structure(chunked.init(jax.random.PRNGKey(1), x)) == (
@@ -259,10 +263,14 @@ def test_chunked_remat_unroll_equals_plain_unroll(chunk):
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
 
 
-def test_unroll_rejects_bad_chunks():
+@pytest.mark.parametrize("option,value", [("remat_chunk", 0),
+                                          ("remat_chunk", 2.0),
+                                          ("scan_unroll", 0),
+                                          ("scan_unroll", True)])
+def test_unroll_rejects_bad_chunks_and_unrolls(option, value):
   from dnc_jax import unroll
   f = hk.transform(lambda x: unroll(DNC(CONFIGS["lstm"]), x,
                                     DNC(CONFIGS["lstm"]).initial_state(B),
-                                    remat_chunk=0))
-  with pytest.raises(ValueError, match="remat_chunk must be None or an int"):
+                                    **{option: value}))
+  with pytest.raises(ValueError, match=f"{option} must be .*an int >= 1"):
     f.init(jax.random.PRNGKey(0), inputs_for(t=3))

@@ -8,13 +8,15 @@ For each configuration (LSTM 256, W = 64, R = 4 by default; ``N`` and the
 link from the flags) it prints sequence-steps per second (batch x time /
 seconds, the median of ``--steps`` steps after ``--warmup``) of the forward
 pass and of a training step (forward, gradient, RMSProp update), the
-compile time, and the peak resident memory of the timed steps (the
-process's high-water mark, reset after compilation; on GPU, device memory)
-and, on CPU, the resident memory just before the steps (the runtime,
-parameters and compiled code: what no step can save).
+compile time, and the peak memory: on CPU the resident memory of the timed
+steps (the process's high-water mark, reset after compilation) and the
+resident memory just before them (the runtime, parameters and compiled
+code: what no step can save); on GPU the device memory in use at its peak
+(jax cannot reset that mark, so the forward pass counts too).
 Every configuration runs in a fresh process. ``--peers`` also runs the PyPI
 ``dnc`` package (a PyTorch DNC, 1.1.0) on the same configuration in its own
-virtual environment and prints our speed as a ratio of its. Results are
+virtual environment (or with ``--peer-python``'s interpreter; on the GPU
+where its torch sees one) and prints our speed as a ratio of its. Results are
 printed as a Markdown table and written as JSON (``--json``).
 
 The timings are wall-clock on whatever machine runs this; report ratios from
@@ -60,7 +62,8 @@ def measure(config: Dict) -> Dict:
   def forward(inputs):
     core = DNC(model_config)
     return unroll(core, inputs, core.initial_state(batch),
-                  remat_chunk=config["remat_chunk"])[0]
+                  remat_chunk=config["remat_chunk"],
+                  scan_unroll=config.get("scan_unroll", 1))[0]
 
   model = hk.without_apply_rng(hk.transform(forward))
   key = jax.random.PRNGKey(0)
@@ -159,8 +162,10 @@ def peer_python(venv: pathlib.Path) -> pathlib.Path:
   return python
 
 
-def run_peer(python: pathlib.Path, config: Dict, timeout: float) -> Dict:
-  return run_json([str(python), "-m", "benchmarks.peers.dnc_pytorch"] + [
+def run_peer(python: pathlib.Path, config: Dict, device: str,
+             timeout: float) -> Dict:
+  return run_json([str(python), "-m", "benchmarks.peers.dnc_pytorch",
+                   f"--device={device}"] + [
       f"--{k.replace('_', '-')}={config[k]}" for k in
       ("memory_size", "word_size", "num_reads", "hidden_size", "batch_size",
        "time", "inputs", "steps", "warmup")], timeout)
@@ -219,7 +224,10 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--backends", default="auto",
-                      help="memory backends to time: auto, xla, fused")
+                      help="memory backends to time: auto, xla, fused "
+                      "(auto: the fused kernel on CPU, XLA on GPU)")
+  parser.add_argument("--scan-unrolls", default="1",
+                      help="steps per scan iteration to time, e.g. 1,8")
   parser.add_argument("--remat-chunk", default="auto",
                       help="'auto' (none up to N=256, else 8), 'none' or C")
   parser.add_argument("--peers", action="store_true",
@@ -230,6 +238,13 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument("--peer-venv", default=None,
                       help="where to create the peers' environment "
                       "(default ~/.cache/dnc_jax/peers-venv)")
+  parser.add_argument("--peer-python", default=None,
+                      help="run the peer with this interpreter (which has "
+                      "torch and dnc) instead of creating an environment")
+  parser.add_argument("--peer-device", default="auto",
+                      choices=("auto", "cpu", "cuda"),
+                      help="where the peer runs (auto: cuda where its torch "
+                      "sees one)")
   parser.add_argument("--timeout", type=float, default=1800,
                       help="seconds per configuration")
   parser.add_argument("--json", default=None, help="write the results here")
@@ -248,7 +263,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     hlo_dir.mkdir(parents=True, exist_ok=True)
   rows = []
   peer = None
-  if args.peers:
+  if args.peers and args.peer_python:
+    peer = pathlib.Path(args.peer_python)
+  elif args.peers:
     venv = pathlib.Path(args.peer_venv or pathlib.Path.home() / ".cache" /
                         "dnc_jax" / "peers-venv")
     peer = peer_python(venv)
@@ -269,31 +286,33 @@ def main(argv: Optional[List[str]] = None) -> int:
                   hidden_size=args.hidden_size, inputs=args.inputs,
                   steps=args.steps, warmup=args.warmup, remat_chunk=remat,
                   hlo_dir=hlo_dir and str(hlo_dir))
-      group = []
-      if peer is not None and link == "dense" and size <= args.peer_max_size:
-        result = run_peer(peer, base, args.timeout)
-        group.append({"name": result.get("implementation",
-                                         "dnc (PyTorch)"),
-                      "config": base, "result": result, "peer": True})
-      for backend in args.backends.split(","):
-        config = dict(base, backend=backend)
-        result = run_in_subprocess(config, args.timeout)
-        remat_note = f", remat {remat}" if remat else ""
-        group.append({"name": f"dnc_jax ({backend}{remat_note})",
-                      "config": config, "result": result})
-      peer_rates = [g["result"].get("train_seq_steps_per_s")
-                    for g in group if g.get("peer")]
-      best_peer = max([r for r in peer_rates if r], default=None)
-      for g in group:
-        rate = g["result"].get("train_seq_steps_per_s")
+      best_peer = None
+
+      def add(row):
+        """Prints and saves each row when it is done: a cut run keeps it."""
+        rate = row["result"].get("train_seq_steps_per_s")
         if best_peer and rate:
-          g["ratio"] = rate / best_peer
-      rows += group
-      print(markdown(group).split("\n", 2)[-1], flush=True)
+          row["ratio"] = rate / best_peer
+        rows.append(row)
+        print(markdown([row]).split("\n", 2)[-1], flush=True)
+        if args.json:
+          pathlib.Path(args.json).write_text(json.dumps(rows, indent=2))
+
+      if peer is not None and link == "dense" and size <= args.peer_max_size:
+        result = run_peer(peer, base, args.peer_device, args.timeout)
+        best_peer = result.get("train_seq_steps_per_s")
+        add({"name": result.get("implementation", "dnc (PyTorch)"),
+             "config": base, "result": result, "peer": True})
+      for backend in args.backends.split(","):
+        for scan_unroll in [int(u) for u in args.scan_unrolls.split(",")]:
+          config = dict(base, backend=backend, scan_unroll=scan_unroll)
+          result = run_in_subprocess(config, args.timeout)
+          notes = (f", remat {remat}" if remat else "") + (
+              f", unroll {scan_unroll}" if scan_unroll > 1 else "")
+          add({"name": f"dnc_jax ({backend}{notes})", "config": config,
+               "result": result})
   print()
   print(markdown(rows))
-  if args.json:
-    pathlib.Path(args.json).write_text(json.dumps(rows, indent=2))
   return 0
 
 

@@ -50,8 +50,11 @@ def initial_access_state(config: DNCConfig, batch_size: int,
 
 
 def _step_linkage(linkage, write_weights: jax.Array,
-                  prev_read_weights: jax.Array, link_sparsity: Optional[int]):
+                  prev_read_weights: jax.Array, link_sparsity: Optional[int],
+                  cpu_kernels: bool = False):
   """Steps 7-9 of DESIGN 2.3 for whichever storage ``linkage`` uses.
+
+  ``cpu_kernels`` lets the indexed link's reads use their CPU kernel.
 
   Returns ``(next_linkage, forward, backward)``, the directional weightings
   ``[B, R, H, N]`` read through the new links.
@@ -65,8 +68,8 @@ def _step_linkage(linkage, write_weights: jax.Array,
         linkage.link_indices.ndim - 2)
     indices, values = update(linkage.link_indices, linkage.link_values,
                              linkage.precedence_weights, write_weights)
-    forward, backward = _indexed_directional_weights(indices, values,
-                                                     prev_read_weights)
+    forward, backward = sparse_link.directional_weights(
+        indices, values, prev_read_weights, use_kernel=cpu_kernels)
     return (SparseTemporalLinkageState(indices, values, precedence), forward,
             backward)
   if link_sparsity is None:
@@ -80,25 +83,6 @@ def _step_linkage(linkage, write_weights: jax.Array,
     forward, backward = addressing.directional_weights(link,
                                                        prev_read_weights)
   return TemporalLinkageState(link, precedence), forward, backward
-
-
-def _indexed_directional_weights(indices: jax.Array, values: jax.Array,
-                                 prev_read_weights: jax.Array
-                                 ) -> Tuple[jax.Array, jax.Array]:
-  """Forward and backward weightings ``[B, R, H, N]`` of an indexed link."""
-  batch_axes = prev_read_weights.ndim - 2
-
-  def per_example(indices, values, read_weights):
-    # indices/values [H, N, K], read_weights [R, N] -> [R, H, N].
-    over_heads = functools.partial(jax.vmap, in_axes=(0, 0, None), out_axes=1)
-    forward = over_heads(sparse_link.forward_weights)(indices, values,
-                                                      read_weights)
-    backward = over_heads(sparse_link.backward_weights)(indices, values,
-                                                        read_weights)
-    return forward, backward
-
-  return sparse_link.batched(per_example, batch_axes)(indices, values,
-                                                      prev_read_weights)
 
 
 def memory_step(interface: MemoryInterface, prev_state: AccessState, *,
@@ -115,9 +99,11 @@ def memory_step(interface: MemoryInterface, prev_state: AccessState, *,
       this argument must be ``None`` or equal to it.
     backend: ``"xla"`` composes the functions of :mod:`dnc_jax.addressing`
       (any device); ``"fused"`` runs the fused CPU kernel of
-      :mod:`dnc_jax.fused` (dense link or none, float32/float64); ``"auto"``
-      takes the fused kernel where the step runs on a CPU and the kernel
-      supports it, and the XLA path elsewhere. Values and gradients agree.
+      :mod:`dnc_jax.fused` (float32/float64; with the sparse link, the
+      kernel does all but the link, whose ``O(N·K)`` update and reads are
+      composed around it); ``"auto"`` takes the fused kernel where the step
+      runs on a CPU and the kernel supports it, and the XLA path elsewhere.
+      Values and gradients agree.
   Returns:
     ``(read_words [B, R, W], next_state)``; ``next_state`` has exactly the
     structure of ``prev_state``.
@@ -129,21 +115,53 @@ def memory_step(interface: MemoryInterface, prev_state: AccessState, *,
   xla_step = functools.partial(_xla_memory_step, link_sparsity=link_sparsity)
   if backend == "xla":
     return xla_step(interface, prev_state)
-  supported = fused.supports(interface, prev_state, link_sparsity)
+  sparse = link_sparsity is not None or isinstance(prev_state.linkage,
+                                                   SparseTemporalLinkageState)
+  if sparse:
+    fused_step = functools.partial(_fused_with_xla_links,
+                                   link_sparsity=link_sparsity)
+    supported = fused.supports(*_without_links(interface, prev_state), None)
+  else:
+    fused_step = fused.memory_step
+    supported = fused.supports(interface, prev_state, link_sparsity)
   if backend == "fused":
     if not supported:
-      raise ValueError("the fused memory step needs the dense temporal link "
-                       "(or none) and float32 or float64 arrays throughout")
+      raise ValueError("the fused memory step needs float32 or float64 "
+                       "arrays throughout (one dtype)")
     if not fused.available():
       raise fused.FusedKernelUnavailable(
           "the fused memory step could not be built; see the warning above")
-    return fused.memory_step(interface, prev_state)
+    return fused_step(interface, prev_state)
   if not (supported and fused.available()):
     return xla_step(interface, prev_state)
   # The kernel exists only for the CPU; lowering keeps just the branch of
   # the platform the computation is placed on.
   return jax.lax.platform_dependent(interface, prev_state,
-                                    cpu=fused.memory_step, default=xla_step)
+                                    cpu=fused_step, default=xla_step)
+
+
+def _without_links(interface: MemoryInterface, prev_state: AccessState):
+  return interface._replace(read_modes=None), prev_state._replace(linkage=None)
+
+
+def _fused_with_xla_links(interface: MemoryInterface, prev_state: AccessState,
+                          *, link_sparsity: Optional[int]
+                          ) -> Tuple[jax.Array, AccessState]:
+  """The sparse-link step: the fused kernel without links, then the links.
+
+  The kernel computes usage, allocation, the write, and the content read
+  weights (steps 1-6 and 10); steps 7-9 and 11 (the sparse link, whose work
+  is ``O(N·K)``, and the read modes) are composed in XLA from its results.
+  """
+  _, inner = fused.memory_step(*_without_links(interface, prev_state))
+  linkage, forward, backward = _step_linkage(
+      prev_state.linkage, inner.write_weights, prev_state.read_weights,
+      link_sparsity, cpu_kernels=True)
+  read_weights = addressing.read_weights(inner.read_weights, forward,
+                                         backward, interface.read_modes)
+  read_words = jnp.einsum("...rn,...nw->...rw", read_weights, inner.memory)
+  return read_words, inner._replace(read_weights=read_weights,
+                                    linkage=linkage)
 
 
 def _check_step_inputs(interface: MemoryInterface, prev_state: AccessState,

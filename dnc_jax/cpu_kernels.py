@@ -31,6 +31,8 @@ TARGETS = (
     "DncMemoryStepForwardF32", "DncMemoryStepForwardF64",
     "DncMemoryStepBackwardF32", "DncMemoryStepBackwardF64",
     "DncArgsortF32", "DncArgsortF64", "DncTopKF32", "DncTopKF64",
+    "DncIndexedReadsF32", "DncIndexedReadsF64", "DncIndexedReadsVjpF32",
+    "DncIndexedReadsVjpF64",
 )
 _FLAGS = ["-std=c++17", "-O3", "-fPIC", "-shared", "-fopenmp-simd",
           "-march=native", "-fno-math-errno"]

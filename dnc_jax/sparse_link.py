@@ -7,17 +7,23 @@ below ``1/K`` is zeroed and rows sum to at most 1), so row ``i`` is stored as
 the dense matrix; the tests check values and gradients against it.
 
 Functions here take a single write head's arrays (no batch axis) and are
-lifted over batch and head axes with ``jax.vmap`` by :func:`batched`.
+lifted over batch and head axes with ``jax.vmap`` by :func:`batched`, except
+:func:`directional_weights`, which takes whole batches: on the CPU it runs
+the reads and their gradient as one kernel (``csrc/sparse_link.cc``), where
+XLA's scatters were most of a sparse step's time.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Tuple
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from dnc_jax import sorting
+from dnc_jax import cpu_kernels, sorting
 
 
 def _top_k_normalised(weights: jax.Array, k: int):
@@ -104,6 +110,78 @@ def backward_weights(indices: jax.Array, values: jax.Array,
   flat = jnp.zeros((num_reads, num_slots), read_weights.dtype)
   return flat.at[:, indices.reshape(-1)].add(
       contributions.reshape(num_reads, -1))
+
+
+def _directional_weights_xla(indices, values, read_weights):
+  batch_axes = read_weights.ndim - 2
+
+  def per_example(indices, values, read_weights):
+    # indices/values [H, N, K], read_weights [R, N] -> [R, H, N].
+    over_heads = functools.partial(jax.vmap, in_axes=(0, 0, None), out_axes=1)
+    return (over_heads(forward_weights)(indices, values, read_weights),
+            over_heads(backward_weights)(indices, values, read_weights))
+
+  return batched(per_example, batch_axes)(indices, values, read_weights)
+
+
+def _kernel_name(stem: str, dtype) -> str:
+  return stem + ("F32" if np.dtype(dtype) == np.dtype(np.float32) else "F64")
+
+
+@jax.custom_vjp
+def _directional_weights_kernel(indices, values, read_weights):
+  *batch, num_heads, num_slots, _ = indices.shape
+  num_reads = read_weights.shape[-2]
+  out = jax.ShapeDtypeStruct((*batch, num_reads, num_heads, num_slots),
+                             values.dtype)
+  return tuple(jax.ffi.ffi_call(
+      _kernel_name("DncIndexedReads", values.dtype), (out, out),
+      vmap_method="broadcast_all")(indices, values, read_weights))
+
+
+def _directional_weights_kernel_fwd(indices, values, read_weights):
+  return (_directional_weights_kernel(indices, values, read_weights),
+          (indices, values, read_weights))
+
+
+def _directional_weights_kernel_bwd(residuals, cotangents):
+  indices, values, read_weights = residuals
+  g_forward, g_backward = cotangents
+  g_values, g_read_weights = jax.ffi.ffi_call(
+      _kernel_name("DncIndexedReadsVjp", values.dtype),
+      (jax.ShapeDtypeStruct(values.shape, values.dtype),
+       jax.ShapeDtypeStruct(read_weights.shape, read_weights.dtype)),
+      vmap_method="broadcast_all")(indices, values, read_weights, g_forward,
+                                   g_backward)
+  return (np.zeros(indices.shape, jax.dtypes.float0), g_values,
+          g_read_weights)
+
+
+_directional_weights_kernel.defvjp(_directional_weights_kernel_fwd,
+                                   _directional_weights_kernel_bwd)
+
+
+def directional_weights(indices: jax.Array, values: jax.Array,
+                        read_weights: jax.Array, use_kernel: bool = True):
+  """Forward ``L w`` and backward ``Lᵀ w`` reads of every head's link.
+
+  Args:
+    indices: ``[..., H, N, K]`` int32.
+    values: ``[..., H, N, K]``.
+    read_weights: ``[..., R, N]``, the previous step's read weights.
+    use_kernel: ``False`` keeps to XLA operations on every platform.
+  Returns:
+    ``(forward, backward)``, each ``[..., R, H, N]``.
+  """
+  kernel_ok = (use_kernel and np.dtype(values.dtype) in (np.dtype(np.float32),
+                                          np.dtype(np.float64))
+               and values.dtype == read_weights.dtype
+               and cpu_kernels.available())
+  if not kernel_ok:
+    return _directional_weights_xla(indices, values, read_weights)
+  return jax.lax.platform_dependent(
+      indices, values, read_weights, cpu=_directional_weights_kernel,
+      default=_directional_weights_xla)
 
 
 def to_dense(indices: jax.Array, values: jax.Array) -> jax.Array:

@@ -113,10 +113,57 @@ def test_zero_state_gives_finite_gradients():
   assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grads))
 
 
+def sparse_case(storage, seed=0):
+  """A state a few steps in with the sparse link (K = 3), and an interface."""
+  b, n, w, r, h = 2, 7, 4, 3, 2
+  rng = np.random.default_rng(seed)
+  config = DNCConfig(output_size=1, memory_size=n, word_size=w, num_reads=r,
+                     num_writes=h, link_sparsity=3, link_storage=storage)
+  state = initial_access_state(config, b, jnp.float64)
+  k = None if storage == "indexed" else 3
+  for _ in range(4):
+    # Sharp interfaces concentrate writes, so links survive the 1/K cut.
+    state = memory_step(random_interface(rng, b, r, h, w, sharp=3.0), state,
+                        link_sparsity=k, backend="xla")[1]
+  return random_interface(rng, b, r, h, w, sharp=3.0), state, k, rng
+
+
+def floats(tree):
+  return [x for x in jax.tree.leaves(tree)
+          if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
+
+
+@pytest.mark.parametrize("storage", ["indexed", "dense"])
+def test_sparse_link_around_the_kernel_equals_the_xla_path(storage):
+  iface, state, k, rng = sparse_case(storage)
+  assert np.count_nonzero(floats(state.linkage)[0]) > 0  # links exist
+  step = lambda backend: lambda i, s: memory_step(i, s, link_sparsity=k,
+                                                  backend=backend)
+  want, pull_want = jax.vjp(step("xla"), iface, state)
+  got, pull_got = jax.vjp(step("fused"), iface, state)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-12)
+  cotangent = jax.tree.map(
+      lambda x: (rng.normal(size=x.shape)
+                 if jnp.issubdtype(x.dtype, jnp.floating)
+                 else np.zeros(x.shape, jax.dtypes.float0)), want)
+  grads_want, grads_got = floats(pull_want(cotangent)), floats(
+      pull_got(cotangent))
+  assert len(grads_got) == len(grads_want)
+  for x, y in zip(grads_got, grads_want):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-11)
+  lowered = jax.jit(step("auto")).lower(iface, state).as_text()
+  assert "DncMemoryStepForward" in lowered
+
+
 def test_unsupported_settings_are_refused_clearly():
   iface, state, _ = case(SHAPES[0])
-  with pytest.raises(ValueError, match="needs the dense temporal link"):
-    memory_step(iface, state, link_sparsity=2, backend="fused")
+  f16 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float16), (iface, state))
+  with pytest.raises(ValueError, match="needs float32 or float64"):
+    memory_step(*f16, backend="fused")
+  with pytest.raises(ValueError, match="needs float32 or float64"):
+    memory_step(*f16, link_sparsity=2, backend="fused")
   with pytest.raises(ValueError, match="backend must be one of"):
     memory_step(iface, state, backend="gpu")
   with pytest.raises(ValueError, match="memory_backend must be one of"):

@@ -40,7 +40,8 @@ def run_both(config, steps, rng, sharp, storage_sparsity, backend):
 @pytest.mark.parametrize("num_reads", [1, 4])
 @pytest.mark.parametrize("link,backend", [
     ("dense", "xla"), ("dense", "fused"), ("sparse_dense", "xla"),
-    ("sparse_indexed", "xla"), ("none", "xla"), ("none", "fused")])
+    ("sparse_dense", "fused"), ("sparse_indexed", "xla"),
+    ("sparse_indexed", "fused"), ("none", "xla"), ("none", "fused")])
 def test_memory_step_matches_reference(num_writes, num_reads, link, backend):
   if backend == "fused" and cpu_kernels.compiler() is None:
     pytest.skip("no C++ compiler for the fused kernel")

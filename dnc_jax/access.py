@@ -54,7 +54,8 @@ def _step_linkage(linkage, write_weights: jax.Array,
                   cpu_kernels: bool = False):
   """Steps 7-9 of DESIGN 2.3 for whichever storage ``linkage`` uses.
 
-  ``cpu_kernels`` lets the indexed link's reads use their CPU kernel.
+  ``cpu_kernels`` lets the indexed link's update and reads use their CPU
+  kernels.
 
   Returns ``(next_linkage, forward, backward)``, the directional weightings
   ``[B, R, H, N]`` read through the new links.
@@ -62,12 +63,9 @@ def _step_linkage(linkage, write_weights: jax.Array,
   precedence = addressing.precedence_update(linkage.precedence_weights,
                                             write_weights)
   if isinstance(linkage, SparseTemporalLinkageState):
-    k = linkage.link_indices.shape[-1]
-    update = sparse_link.batched(
-        functools.partial(sparse_link.link_update, k=k),
-        linkage.link_indices.ndim - 2)
-    indices, values = update(linkage.link_indices, linkage.link_values,
-                             linkage.precedence_weights, write_weights)
+    indices, values = sparse_link.update(
+        linkage.link_indices, linkage.link_values, linkage.precedence_weights,
+        write_weights, use_kernel=cpu_kernels)
     forward, backward = sparse_link.directional_weights(
         indices, values, prev_read_weights, use_kernel=cpu_kernels)
     return (SparseTemporalLinkageState(indices, values, precedence), forward,

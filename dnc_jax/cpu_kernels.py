@@ -32,7 +32,9 @@ TARGETS = (
     "DncMemoryStepBackwardF32", "DncMemoryStepBackwardF64",
     "DncArgsortF32", "DncArgsortF64", "DncTopKF32", "DncTopKF64",
     "DncIndexedReadsF32", "DncIndexedReadsF64", "DncIndexedReadsVjpF32",
-    "DncIndexedReadsVjpF64",
+    "DncIndexedReadsVjpF64", "DncSparseLinkUpdateF32",
+    "DncSparseLinkUpdateF64", "DncSparseLinkUpdateVjpF32",
+    "DncSparseLinkUpdateVjpF64",
 )
 _FLAGS = ["-std=c++17", "-O3", "-fPIC", "-shared", "-fopenmp-simd",
           "-march=native", "-fno-math-errno"]

@@ -8,9 +8,10 @@ the dense matrix; the tests check values and gradients against it.
 
 Functions here take a single write head's arrays (no batch axis) and are
 lifted over batch and head axes with ``jax.vmap`` by :func:`batched`, except
-:func:`directional_weights`, which takes whole batches: on the CPU it runs
-the reads and their gradient as one kernel (``csrc/sparse_link.cc``), where
-XLA's scatters were most of a sparse step's time.
+:func:`update` and :func:`directional_weights`, which take whole batches: on
+the CPU they run as kernels with their gradients (``csrc/sparse_link.cc``),
+where XLA's small gathers, scatters and top-k's cost far more than the
+``O(N·K)`` work itself.
 """
 
 from __future__ import annotations
@@ -128,6 +129,72 @@ def _kernel_name(stem: str, dtype) -> str:
   return stem + ("F32" if np.dtype(dtype) == np.dtype(np.float32) else "F64")
 
 
+def _kernel_usable(use_kernel: bool, *floats: jax.Array) -> bool:
+  dtypes = {np.dtype(x.dtype) for x in floats}
+  return (use_kernel and len(dtypes) == 1
+          and dtypes.pop() in (np.dtype(np.float32), np.dtype(np.float64))
+          and cpu_kernels.available())
+
+
+def _float0_like(x: jax.Array) -> np.ndarray:
+  return np.zeros(x.shape, jax.dtypes.float0)
+
+
+@jax.custom_vjp
+def _update_kernel(indices, values, precedence, write_weights):
+  return tuple(jax.ffi.ffi_call(
+      _kernel_name("DncSparseLinkUpdate", values.dtype),
+      (jax.ShapeDtypeStruct(indices.shape, jnp.int32),
+       jax.ShapeDtypeStruct(values.shape, values.dtype)),
+      vmap_method="broadcast_all")(indices, values, precedence,
+                                   write_weights))
+
+
+def _update_kernel_fwd(*args):
+  return _update_kernel(*args), args
+
+
+def _update_kernel_bwd(args, cotangents):
+  indices, values, precedence, write_weights = args
+  _, g_new_values = cotangents
+  grads = jax.ffi.ffi_call(
+      _kernel_name("DncSparseLinkUpdateVjp", values.dtype),
+      tuple(jax.ShapeDtypeStruct(x.shape, x.dtype)
+            for x in (values, precedence, write_weights)),
+      vmap_method="broadcast_all")(*args, g_new_values)
+  return (_float0_like(indices), *grads)
+
+
+_update_kernel.defvjp(_update_kernel_fwd, _update_kernel_bwd)
+
+
+def update(indices: jax.Array, values: jax.Array, precedence: jax.Array,
+           write_weights: jax.Array, use_kernel: bool = True
+           ) -> Tuple[jax.Array, jax.Array]:
+  """:func:`link_update` for every leading (batch, head) axis.
+
+  Args:
+    indices: ``[..., N, K]`` int32.
+    values: ``[..., N, K]``.
+    precedence: ``[..., N]``, the previous step's.
+    write_weights: ``[..., N]``, this step's.
+    use_kernel: ``False`` keeps to XLA operations on every platform.
+  Returns:
+    ``(indices, values)`` of the new link, ``[..., N, K]``.
+  """
+  k = indices.shape[-1]
+
+  def xla(indices, values, precedence, write_weights):
+    step = batched(functools.partial(link_update, k=k), indices.ndim - 2)
+    return step(indices, values, precedence, write_weights)
+
+  if not _kernel_usable(use_kernel, values, precedence, write_weights):
+    return xla(indices, values, precedence, write_weights)
+  return jax.lax.platform_dependent(indices, values, precedence,
+                                    write_weights, cpu=_update_kernel,
+                                    default=xla)
+
+
 @jax.custom_vjp
 def _directional_weights_kernel(indices, values, read_weights):
   *batch, num_heads, num_slots, _ = indices.shape
@@ -153,8 +220,7 @@ def _directional_weights_kernel_bwd(residuals, cotangents):
        jax.ShapeDtypeStruct(read_weights.shape, read_weights.dtype)),
       vmap_method="broadcast_all")(indices, values, read_weights, g_forward,
                                    g_backward)
-  return (np.zeros(indices.shape, jax.dtypes.float0), g_values,
-          g_read_weights)
+  return _float0_like(indices), g_values, g_read_weights
 
 
 _directional_weights_kernel.defvjp(_directional_weights_kernel_fwd,
@@ -173,11 +239,7 @@ def directional_weights(indices: jax.Array, values: jax.Array,
   Returns:
     ``(forward, backward)``, each ``[..., R, H, N]``.
   """
-  kernel_ok = (use_kernel and np.dtype(values.dtype) in (np.dtype(np.float32),
-                                          np.dtype(np.float64))
-               and values.dtype == read_weights.dtype
-               and cpu_kernels.available())
-  if not kernel_ok:
+  if not _kernel_usable(use_kernel, values, read_weights):
     return _directional_weights_xla(indices, values, read_weights)
   return jax.lax.platform_dependent(
       indices, values, read_weights, cpu=_directional_weights_kernel,

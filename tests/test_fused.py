@@ -133,9 +133,12 @@ def floats(tree):
           if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
 
 
-@pytest.mark.parametrize("storage", ["indexed", "dense"])
-def test_sparse_link_around_the_kernel_equals_the_xla_path(storage):
-  iface, state, k, rng = sparse_case(storage)
+@pytest.mark.parametrize("storage,seed", [("indexed", 0), ("indexed", 1),
+                                          ("indexed", 2), ("dense", 0)])
+def test_sparse_link_kernels_equal_the_xla_path(storage, seed):
+  # Indexed storage: the update and reads kernels; dense storage: the fused
+  # kernel without links and XLA's dense sparse-link update around it.
+  iface, state, k, rng = sparse_case(storage, seed)
   assert np.count_nonzero(floats(state.linkage)[0]) > 0  # links exist
   step = lambda backend: lambda i, s: memory_step(i, s, link_sparsity=k,
                                                   backend=backend)

@@ -171,3 +171,29 @@ def test_unsupported_settings_are_refused_clearly():
     memory_step(iface, state, backend="gpu")
   with pytest.raises(ValueError, match="memory_backend must be one of"):
     DNCConfig(output_size=1, memory_backend="cuda")
+
+
+def test_check_grads_through_the_sparse_link_kernels():
+  from dnc_jax import sparse_link
+  _, state, _, _ = sparse_case("indexed", seed=5)
+  linkage = state.linkage
+  rng = np.random.default_rng(7)
+  write_weights = jax.nn.softmax(
+      3.0 * rng.normal(size=linkage.precedence_weights.shape))
+
+  def update_values(values, precedence, write):
+    return sparse_link.update(linkage.link_indices, values, precedence, write)[1]
+
+  check_grads(update_values, (linkage.link_values, linkage.precedence_weights,
+                              write_weights), order=1, modes=("rev",),
+              atol=1e-5, rtol=1e-5, eps=1e-6)
+
+  def reads(values, read_weights):
+    return sparse_link.directional_weights(linkage.link_indices, values,
+                                           read_weights)
+
+  check_grads(reads, (linkage.link_values, state.read_weights), order=1,
+              modes=("rev",), atol=1e-5, rtol=1e-5, eps=1e-6)
+  lowered = jax.jit(update_values).lower(
+      linkage.link_values, linkage.precedence_weights, write_weights).as_text()
+  assert "DncSparseLinkUpdate" in lowered

@@ -16,7 +16,8 @@ code: what no step can save); on GPU the device memory in use at its peak
 Every configuration runs in a fresh process. ``--peers`` also runs the PyPI
 ``dnc`` package (a PyTorch DNC, 1.1.0) on the same configuration in its own
 virtual environment (or with ``--peer-python``'s interpreter; on the GPU
-where its torch sees one) and prints our speed as a ratio of its. Results are
+where its torch sees one) and prints our training speed, dense or sparse
+link, as a ratio of its (it has only the exact dense link). Results are
 printed as a Markdown table and written as JSON (``--json``).
 
 The timings are wall-clock on whatever machine runs this; report ratios from
@@ -269,40 +270,44 @@ def main(argv: Optional[List[str]] = None) -> int:
     venv = pathlib.Path(args.peer_venv or pathlib.Path.home() / ".cache" /
                         "dnc_jax" / "peers-venv")
     peer = peer_python(venv)
+  links = args.links.split(",")
+  for link in links:
+    if link not in ("dense", "sparse"):
+      parser.error(f"--links takes dense and sparse, got {link!r}")
+
+  def add(row, best_peer):
+    """Prints and saves each row when it is done: a cut run keeps it."""
+    rate = row["result"].get("train_seq_steps_per_s")
+    if best_peer and rate:
+      row["ratio"] = rate / best_peer
+    rows.append(row)
+    print(markdown([row]).split("\n", 2)[-1], flush=True)
+    if args.json:
+      pathlib.Path(args.json).write_text(json.dumps(rows, indent=2))
+
   for size in [int(n) for n in args.memory_sizes.split(",")]:
-    for link in args.links.split(","):
-      if link not in ("dense", "sparse"):
-        parser.error(f"--links takes dense and sparse, got {link!r}")
+    if args.remat_chunk == "auto":
+      remat = None if size <= 256 else 8
+    else:
+      remat = None if args.remat_chunk == "none" else int(args.remat_chunk)
+    common = dict(memory_size=size, batch_size=args.batch_size,
+                  time=args.time, word_size=args.word_size,
+                  num_reads=args.num_reads, hidden_size=args.hidden_size,
+                  inputs=args.inputs, steps=args.steps, warmup=args.warmup,
+                  remat_chunk=remat, hlo_dir=hlo_dir and str(hlo_dir))
+    # The peer (exact dense link) is the reference for both of our links.
+    best_peer = None
+    if peer is not None and size <= args.peer_max_size:
+      base = dict(common, link="dense", link_sparsity=None)
+      result = run_peer(peer, base, args.peer_device, args.timeout)
+      best_peer = result.get("train_seq_steps_per_s")
+      add({"name": result.get("implementation", "dnc (PyTorch)"),
+           "config": base, "result": result, "peer": True}, best_peer)
+    for link in links:
       if link == "dense" and size > args.max_dense_size:
         continue
-      if args.remat_chunk == "auto":
-        remat = None if size <= 256 else 8
-      else:
-        remat = None if args.remat_chunk == "none" else int(args.remat_chunk)
-      base = dict(memory_size=size, link=link,
-                  link_sparsity=None if link == "dense" else args.sparsity,
-                  batch_size=args.batch_size, time=args.time,
-                  word_size=args.word_size, num_reads=args.num_reads,
-                  hidden_size=args.hidden_size, inputs=args.inputs,
-                  steps=args.steps, warmup=args.warmup, remat_chunk=remat,
-                  hlo_dir=hlo_dir and str(hlo_dir))
-      best_peer = None
-
-      def add(row):
-        """Prints and saves each row when it is done: a cut run keeps it."""
-        rate = row["result"].get("train_seq_steps_per_s")
-        if best_peer and rate:
-          row["ratio"] = rate / best_peer
-        rows.append(row)
-        print(markdown([row]).split("\n", 2)[-1], flush=True)
-        if args.json:
-          pathlib.Path(args.json).write_text(json.dumps(rows, indent=2))
-
-      if peer is not None and link == "dense" and size <= args.peer_max_size:
-        result = run_peer(peer, base, args.peer_device, args.timeout)
-        best_peer = result.get("train_seq_steps_per_s")
-        add({"name": result.get("implementation", "dnc (PyTorch)"),
-             "config": base, "result": result, "peer": True})
+      base = dict(common, link=link,
+                  link_sparsity=None if link == "dense" else args.sparsity)
       for backend in args.backends.split(","):
         for scan_unroll in [int(u) for u in args.scan_unrolls.split(",")]:
           config = dict(base, backend=backend, scan_unroll=scan_unroll)
@@ -310,7 +315,7 @@ def main(argv: Optional[List[str]] = None) -> int:
           notes = (f", remat {remat}" if remat else "") + (
               f", unroll {scan_unroll}" if scan_unroll > 1 else "")
           add({"name": f"dnc_jax ({backend}{notes})", "config": config,
-               "result": result})
+               "result": result}, best_peer)
   print()
   print(markdown(rows))
   return 0

@@ -50,12 +50,8 @@ def initial_access_state(config: DNCConfig, batch_size: int,
 
 
 def _step_linkage(linkage, write_weights: jax.Array,
-                  prev_read_weights: jax.Array, link_sparsity: Optional[int],
-                  cpu_kernels: bool = False):
+                  prev_read_weights: jax.Array, link_sparsity: Optional[int]):
   """Steps 7-9 of DESIGN 2.3 for whichever storage ``linkage`` uses.
-
-  ``cpu_kernels`` lets the indexed link's update and reads use their CPU
-  kernels.
 
   Returns ``(next_linkage, forward, backward)``, the directional weightings
   ``[B, R, H, N]`` read through the new links.
@@ -65,9 +61,9 @@ def _step_linkage(linkage, write_weights: jax.Array,
   if isinstance(linkage, SparseTemporalLinkageState):
     indices, values = sparse_link.update(
         linkage.link_indices, linkage.link_values, linkage.precedence_weights,
-        write_weights, use_kernel=cpu_kernels)
-    forward, backward = sparse_link.directional_weights(
-        indices, values, prev_read_weights, use_kernel=cpu_kernels)
+        write_weights, use_kernel=False)
+    forward, backward = sparse_link.directional_weights(indices, values,
+                                                        prev_read_weights)
     return (SparseTemporalLinkageState(indices, values, precedence), forward,
             backward)
   if link_sparsity is None:
@@ -149,15 +145,28 @@ def _fused_with_xla_links(interface: MemoryInterface, prev_state: AccessState,
 
   The kernel computes usage, allocation, the write, and the content read
   weights (steps 1-6 and 10); steps 7-9 and 11 (the sparse link, whose work
-  is ``O(N·K)``, and the read modes) are composed in XLA from its results.
+  is ``O(N·K)``, the read modes and the read-out) follow from its results:
+  for the indexed link through the CPU kernels of :mod:`dnc_jax.sparse_link`,
+  for a dense-stored one through XLA.
   """
   _, inner = fused.memory_step(*_without_links(interface, prev_state))
-  linkage, forward, backward = _step_linkage(
-      prev_state.linkage, inner.write_weights, prev_state.read_weights,
-      link_sparsity, cpu_kernels=True)
-  read_weights = addressing.read_weights(inner.read_weights, forward,
-                                         backward, interface.read_modes)
-  read_words = jnp.einsum("...rn,...nw->...rw", read_weights, inner.memory)
+  linkage = prev_state.linkage
+  if isinstance(linkage, SparseTemporalLinkageState):
+    indices, values = sparse_link.update(
+        linkage.link_indices, linkage.link_values, linkage.precedence_weights,
+        inner.write_weights)
+    precedence = addressing.precedence_update(linkage.precedence_weights,
+                                              inner.write_weights)
+    read_weights, read_words = sparse_link.read_out(
+        indices, values, prev_state.read_weights, inner.read_weights,
+        interface.read_modes, inner.memory)
+    linkage = SparseTemporalLinkageState(indices, values, precedence)
+  else:
+    linkage, forward, backward = _step_linkage(
+        linkage, inner.write_weights, prev_state.read_weights, link_sparsity)
+    read_weights = addressing.read_weights(inner.read_weights, forward,
+                                           backward, interface.read_modes)
+    read_words = jnp.einsum("...rn,...nw->...rw", read_weights, inner.memory)
   return read_words, inner._replace(read_weights=read_weights,
                                     linkage=linkage)
 

@@ -31,8 +31,8 @@ TARGETS = (
     "DncMemoryStepForwardF32", "DncMemoryStepForwardF64",
     "DncMemoryStepBackwardF32", "DncMemoryStepBackwardF64",
     "DncArgsortF32", "DncArgsortF64", "DncTopKF32", "DncTopKF64",
-    "DncIndexedReadsF32", "DncIndexedReadsF64", "DncIndexedReadsVjpF32",
-    "DncIndexedReadsVjpF64", "DncSparseLinkUpdateF32",
+    "DncSparseReadOutF32", "DncSparseReadOutF64", "DncSparseReadOutVjpF32",
+    "DncSparseReadOutVjpF64", "DncSparseLinkUpdateF32",
     "DncSparseLinkUpdateF64", "DncSparseLinkUpdateVjpF32",
     "DncSparseLinkUpdateVjpF64",
 )

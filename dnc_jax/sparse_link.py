@@ -8,8 +8,9 @@ the dense matrix; the tests check values and gradients against it.
 
 Functions here take a single write head's arrays (no batch axis) and are
 lifted over batch and head axes with ``jax.vmap`` by :func:`batched`, except
-:func:`update` and :func:`directional_weights`, which take whole batches: on
-the CPU they run as kernels with their gradients (``csrc/sparse_link.cc``),
+:func:`update`, :func:`directional_weights` and :func:`read_out`, which take
+whole batches; on the CPU ``update`` and ``read_out`` run as kernels with
+their gradients (``csrc/sparse_link.cc``),
 where XLA's small gathers, scatters and top-k's cost far more than the
 ``O(N·K)`` work itself.
 """
@@ -24,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnc_jax import cpu_kernels, sorting
+from dnc_jax import addressing, cpu_kernels, sorting
 
 
 def _top_k_normalised(weights: jax.Array, k: int):
@@ -113,7 +114,17 @@ def backward_weights(indices: jax.Array, values: jax.Array,
       contributions.reshape(num_reads, -1))
 
 
-def _directional_weights_xla(indices, values, read_weights):
+def directional_weights(indices: jax.Array, values: jax.Array,
+                        read_weights: jax.Array):
+  """Forward ``L w`` and backward ``Lᵀ w`` reads of every head's link.
+
+  Args:
+    indices: ``[..., H, N, K]`` int32.
+    values: ``[..., H, N, K]``.
+    read_weights: ``[..., R, N]``, the previous step's read weights.
+  Returns:
+    ``(forward, backward)``, each ``[..., R, H, N]``.
+  """
   batch_axes = read_weights.ndim - 2
 
   def per_example(indices, values, read_weights):
@@ -195,55 +206,67 @@ def update(indices: jax.Array, values: jax.Array, precedence: jax.Array,
                                     default=xla)
 
 
+def _read_out_xla(indices, values, prev_read_weights, content, read_modes,
+                  memory):
+  forward, backward = directional_weights(indices, values, prev_read_weights)
+  read_weights = addressing.read_weights(content, forward, backward,
+                                         read_modes)
+  return read_weights, jnp.einsum("...rn,...nw->...rw", read_weights, memory)
+
+
 @jax.custom_vjp
-def _directional_weights_kernel(indices, values, read_weights):
-  *batch, num_heads, num_slots, _ = indices.shape
-  num_reads = read_weights.shape[-2]
-  out = jax.ShapeDtypeStruct((*batch, num_reads, num_heads, num_slots),
-                             values.dtype)
+def _read_out_kernel(indices, values, prev_read_weights, content, read_modes,
+                     memory):
   return tuple(jax.ffi.ffi_call(
-      _kernel_name("DncIndexedReads", values.dtype), (out, out),
-      vmap_method="broadcast_all")(indices, values, read_weights))
+      _kernel_name("DncSparseReadOut", values.dtype),
+      (jax.ShapeDtypeStruct(content.shape, content.dtype),
+       jax.ShapeDtypeStruct(content.shape[:-1] + memory.shape[-1:],
+                            memory.dtype)),
+      vmap_method="broadcast_all")(indices, values, prev_read_weights,
+                                   content, read_modes, memory))
 
 
-def _directional_weights_kernel_fwd(indices, values, read_weights):
-  return (_directional_weights_kernel(indices, values, read_weights),
-          (indices, values, read_weights))
+def _read_out_kernel_fwd(*args):
+  return _read_out_kernel(*args), args
 
 
-def _directional_weights_kernel_bwd(residuals, cotangents):
-  indices, values, read_weights = residuals
-  g_forward, g_backward = cotangents
-  g_values, g_read_weights = jax.ffi.ffi_call(
-      _kernel_name("DncIndexedReadsVjp", values.dtype),
-      (jax.ShapeDtypeStruct(values.shape, values.dtype),
-       jax.ShapeDtypeStruct(read_weights.shape, read_weights.dtype)),
-      vmap_method="broadcast_all")(indices, values, read_weights, g_forward,
-                                   g_backward)
-  return _float0_like(indices), g_values, g_read_weights
+def _read_out_kernel_bwd(args, cotangents):
+  indices = args[0]
+  grads = jax.ffi.ffi_call(
+      _kernel_name("DncSparseReadOutVjp", args[1].dtype),
+      tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in args[1:]),
+      vmap_method="broadcast_all")(*args, *cotangents)
+  return (_float0_like(indices), *grads)
 
 
-_directional_weights_kernel.defvjp(_directional_weights_kernel_fwd,
-                                   _directional_weights_kernel_bwd)
+_read_out_kernel.defvjp(_read_out_kernel_fwd, _read_out_kernel_bwd)
 
 
-def directional_weights(indices: jax.Array, values: jax.Array,
-                        read_weights: jax.Array, use_kernel: bool = True):
-  """Forward ``L w`` and backward ``Lᵀ w`` reads of every head's link.
+def read_out(indices: jax.Array, values: jax.Array,
+             prev_read_weights: jax.Array, content: jax.Array,
+             read_modes: jax.Array, memory: jax.Array,
+             use_kernel: bool = True) -> Tuple[jax.Array, jax.Array]:
+  """Read weights and read words through the indexed link (steps 9, 11).
+
+  The directional reads (:func:`directional_weights`) mixed with the
+  content weights by the read modes (:func:`dnc_jax.addressing.
+  read_weights`), and the words they read.
 
   Args:
-    indices: ``[..., H, N, K]`` int32.
-    values: ``[..., H, N, K]``.
-    read_weights: ``[..., R, N]``, the previous step's read weights.
+    indices, values: the new link, ``[..., H, N, K]``.
+    prev_read_weights: ``[..., R, N]``.
+    content: ``[..., R, N]`` content read weights.
+    read_modes: ``[..., R, 1 + 2H]`` (backward × H, content, forward × H).
+    memory: ``[..., N, W]``, after this step's write.
     use_kernel: ``False`` keeps to XLA operations on every platform.
   Returns:
-    ``(forward, backward)``, each ``[..., R, H, N]``.
+    ``(read_weights [..., R, N], read_words [..., R, W])``.
   """
-  if not _kernel_usable(use_kernel, values, read_weights):
-    return _directional_weights_xla(indices, values, read_weights)
-  return jax.lax.platform_dependent(
-      indices, values, read_weights, cpu=_directional_weights_kernel,
-      default=_directional_weights_xla)
+  args = (indices, values, prev_read_weights, content, read_modes, memory)
+  if not _kernel_usable(use_kernel, *args[1:]):
+    return _read_out_xla(*args)
+  return jax.lax.platform_dependent(*args, cpu=_read_out_kernel,
+                                    default=_read_out_xla)
 
 
 def to_dense(indices: jax.Array, values: jax.Array) -> jax.Array:

@@ -188,12 +188,24 @@ def test_check_grads_through_the_sparse_link_kernels():
                               write_weights), order=1, modes=("rev",),
               atol=1e-5, rtol=1e-5, eps=1e-6)
 
-  def reads(values, read_weights):
-    return sparse_link.directional_weights(linkage.link_indices, values,
-                                           read_weights)
+  num_writes = linkage.link_values.shape[-3]
+  read_modes = jax.nn.softmax(rng.normal(
+      size=state.read_weights.shape[:-1] + (1 + 2 * num_writes,)))
+  content = jax.nn.softmax(2.0 * rng.normal(size=state.read_weights.shape))
 
-  check_grads(reads, (linkage.link_values, state.read_weights), order=1,
-              modes=("rev",), atol=1e-5, rtol=1e-5, eps=1e-6)
+  def read_out(values, prev_read_weights, content, read_modes, memory):
+    return sparse_link.read_out(linkage.link_indices, values,
+                                prev_read_weights, content, read_modes,
+                                memory)
+
+  args = (linkage.link_values, state.read_weights, content, read_modes,
+          state.memory)
+  check_grads(read_out, args, order=1, modes=("rev",), atol=1e-5, rtol=1e-5,
+              eps=1e-6)
+  assert "DncSparseReadOut" in jax.jit(read_out).lower(*args).as_text()
+  for got, want in zip(read_out(*args), sparse_link.read_out(
+      linkage.link_indices, *args, use_kernel=False)):
+    np.testing.assert_allclose(got, want, atol=1e-12)
   lowered = jax.jit(update_values).lower(
       linkage.link_values, linkage.precedence_weights, write_weights).as_text()
   assert "DncSparseLinkUpdate" in lowered

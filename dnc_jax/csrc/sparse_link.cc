@@ -2,23 +2,27 @@
 // for the CPU: its update, and the reads through it, each with its
 // vector-Jacobian product. Under XLA:CPU these are dozens of small gathers,
 // scatters and top-k's per step whose cost dwarfs their O(N*K) work; here
-// each (example, head) is one pass. The maths is exactly sparse_link.py's
-// (tests compare values and gradients).
+// each example (or example and head) is one pass. The maths is exactly that
+// of sparse_link.py and addressing.read_weights (tests compare values and
+// gradients).
 //
-// Reads.
-// Row i of head h's link holds K (column, value) pairs. With the previous
-// read weights w [R, N]:
+// Read-out. Row i of head h's link holds K (column, value) pairs. With the
+// previous read weights w [R, N]:
 //   forward  f[r, h, i] = sum_k value[h, i, k] w[r, column[h, i, k]]
 //   backward b[r, h, j] = sum over (i, k) with column[h, i, k] = j of
 //                         value[h, i, k] w[r, i]
+// and with the content read weights c [R, N], the read modes pi [R, 1 + 2H]
+// (backward x H, content, forward x H) and the memory M [N, W]:
+//   read weights  rw[r, n] = pi[r, H] c[r, n] + sum_h pi[r, h] b[r, h, n]
+//                            + sum_h pi[r, H + 1 + h] f[r, h, n]
+//   read words    words[r, :] = sum_n rw[r, n] M[n, :]
 // Under XLA:CPU the backward read is a scatter and the gradient of the
-// forward one a scatter too; both were most of a sparse step's time. Here
-// each example is one pass over its N*K pairs.
+// forward one a scatter too; with the mixing and the read-out around them
+// they were most of a sparse step's time.
 //
-// Shapes (every leading axis of `read_weights` before [R, N] is a batch
-// axis, and `columns`/`values` share them): columns int32 and values
-// [..., H, N, K], read_weights [..., R, N]; forward and backward
-// [..., R, H, N].
+// Shapes (every leading axis before [R, N] is a batch axis, shared by all):
+// columns int32 and values [..., H, N, K]; prev_read_weights and content
+// [..., R, N]; read_modes [..., R, 1 + 2H]; memory [..., N, W].
 
 #include <algorithm>
 #include <cstdint>
@@ -35,38 +39,45 @@ namespace dnc {
 namespace {
 
 struct LinkDims {
-  int64_t batch, heads, slots, pairs, reads;
+  int64_t batch, heads, slots, pairs, reads, width;
 };
 
 // Reads the dimensions into `d`, or says what does not fit.
 template <ffi::DataType DT>
 ffi::Error DimsOf(const ffi::Buffer<ffi::S32>& columns,
                   const ffi::Buffer<DT>& values,
-                  const ffi::Buffer<DT>& read_weights, LinkDims& d) {
+                  const ffi::Buffer<DT>& read_weights,
+                  const ffi::Buffer<DT>& content,
+                  const ffi::Buffer<DT>& read_modes,
+                  const ffi::Buffer<DT>& memory, LinkDims& d) {
   auto c = columns.dimensions(), v = values.dimensions(),
-       w = read_weights.dimensions();
-  if (c.size() != v.size() || c.size() < 3 || w.size() + 1 != c.size())
+       w = read_weights.dimensions(), q = content.dimensions(),
+       pi = read_modes.dimensions(), m = memory.dimensions();
+  const size_t batch_axes = w.size() - 2;
+  if (w.size() < 2 || c.size() != batch_axes + 3 || v.size() != c.size() ||
+      q.size() != w.size() || pi.size() != w.size() || m.size() != w.size())
     return ffi::Error::InvalidArgument(
-        "indexed link reads: columns/values [..., H, N, K] and read "
-        "weights [..., R, N] need the same batch axes");
-  for (size_t i = 0; i < c.size(); ++i)
-    if (c[i] != v[i])
-      return ffi::Error::InvalidArgument(
-          "indexed link reads: columns and values differ in shape");
-  d.heads = c[c.size() - 3];
-  d.slots = c[c.size() - 2];
-  d.pairs = c[c.size() - 1];
-  d.reads = w[w.size() - 2];
-  if (w[w.size() - 1] != d.slots)
-    return ffi::Error::InvalidArgument(
-        "indexed link reads: read weights and link disagree on N");
+        "sparse link read-out: columns/values [..., H, N, K], read weights "
+        "and content [..., R, N], read modes [..., R, 1 + 2H], memory "
+        "[..., N, W]");
+  d.heads = c[batch_axes];
+  d.slots = c[batch_axes + 1];
+  d.pairs = c[batch_axes + 2];
+  d.reads = w[batch_axes];
+  d.width = m[batch_axes + 1];
+  bool fits = w[batch_axes + 1] == d.slots && m[batch_axes] == d.slots &&
+              pi[batch_axes] == d.reads &&
+              pi[batch_axes + 1] == 1 + 2 * d.heads;
+  for (size_t i = 0; i < c.size(); ++i) fits = fits && c[i] == v[i];
+  for (size_t i = 0; i < w.size(); ++i) fits = fits && q[i] == w[i];
   d.batch = 1;
-  for (size_t i = 0; i + 3 < c.size(); ++i) {
-    if (c[i] != w[i])
-      return ffi::Error::InvalidArgument(
-          "indexed link reads: batch axes differ");
-    d.batch *= c[i];
+  for (size_t i = 0; i < batch_axes; ++i) {
+    fits = fits && c[i] == w[i] && pi[i] == w[i] && m[i] == w[i];
+    d.batch *= w[i];
   }
+  if (!fits)
+    return ffi::Error::InvalidArgument(
+        "sparse link read-out: the arrays' shapes disagree");
   return ffi::Error::Success();
 }
 
@@ -78,95 +89,217 @@ bool ColumnsInRange(const int32_t* columns, int64_t count, int64_t slots) {
   return true;
 }
 
+// One example's arrays (shapes as in the header, batch axes dropped).
+template <typename P>
+struct ReadOutArrays {
+  const int32_t* columns;
+  P values, prev_read_weights, content, read_modes, memory;
+};
+
+template <typename P>
+ReadOutArrays<P> ExampleOf(const ReadOutArrays<P>& all, const LinkDims& d,
+                           int64_t b) {
+  return {all.columns + b * d.heads * d.slots * d.pairs,
+          all.values + b * d.heads * d.slots * d.pairs,
+          all.prev_read_weights + b * d.reads * d.slots,
+          all.content + b * d.reads * d.slots,
+          all.read_modes + b * d.reads * (1 + 2 * d.heads),
+          all.memory + b * d.slots * d.width};
+}
+
+// f and b [R, H, N] through the link, and the read weights rw [R, N].
+template <typename T>
+void ReadWeights(const ReadOutArrays<const T*>& x, const LinkDims& d, T* f,
+                 T* bw, T* rw) {
+  const int64_t n = d.slots, h_count = d.heads, modes = 1 + 2 * d.heads;
+  std::fill(f, f + d.reads * h_count * n, T(0));
+  std::fill(bw, bw + d.reads * h_count * n, T(0));
+  for (int64_t h = 0; h < h_count; ++h)
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t k = 0; k < d.pairs; ++k) {
+        const int64_t at = (h * n + i) * d.pairs + k;
+        const T v = x.values[at];
+        if (v == T(0)) continue;
+        const int64_t j = x.columns[at];
+        for (int64_t r = 0; r < d.reads; ++r) {
+          const T* wr = x.prev_read_weights + r * n;
+          const int64_t row = (r * h_count + h) * n;
+          f[row + i] += v * wr[j];
+          bw[row + j] += v * wr[i];
+        }
+      }
+  for (int64_t r = 0; r < d.reads; ++r) {
+    const T* pi = x.read_modes + r * modes;
+    for (int64_t i = 0; i < n; ++i) {
+      T sum = pi[h_count] * x.content[r * n + i];
+      for (int64_t h = 0; h < h_count; ++h) {
+        const int64_t at = (r * h_count + h) * n + i;
+        sum += pi[h] * bw[at] + pi[h_count + 1 + h] * f[at];
+      }
+      rw[r * n + i] = sum;
+    }
+  }
+}
+
 template <ffi::DataType DT>
-ffi::Error ReadsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
-                     ffi::Buffer<DT> values, ffi::Buffer<DT> read_weights,
-                     ffi::ResultBuffer<DT> forward,
-                     ffi::ResultBuffer<DT> backward) {
+ReadOutArrays<const ffi::NativeType<DT>*> ArraysOf(
+    const ffi::Buffer<ffi::S32>& columns, const ffi::Buffer<DT>& values,
+    const ffi::Buffer<DT>& prev_read_weights, const ffi::Buffer<DT>& content,
+    const ffi::Buffer<DT>& read_modes, const ffi::Buffer<DT>& memory) {
+  return {columns.typed_data(),       values.typed_data(),
+          prev_read_weights.typed_data(), content.typed_data(),
+          read_modes.typed_data(),    memory.typed_data()};
+}
+
+template <ffi::DataType DT>
+ffi::Error ReadOutImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
+                       ffi::Buffer<DT> values,
+                       ffi::Buffer<DT> prev_read_weights,
+                       ffi::Buffer<DT> content, ffi::Buffer<DT> read_modes,
+                       ffi::Buffer<DT> memory,
+                       ffi::ResultBuffer<DT> read_weights,
+                       ffi::ResultBuffer<DT> read_words) {
   using T = ffi::NativeType<DT>;
   LinkDims d;
-  if (auto error = DimsOf(columns, values, read_weights, d); error.failure())
+  if (auto error = DimsOf(columns, values, prev_read_weights, content,
+                          read_modes, memory, d);
+      error.failure())
     return error;
   const int64_t link_size = d.heads * d.slots * d.pairs;
-  const int64_t read_size = d.reads * d.slots;
-  const int64_t out_size = d.reads * d.heads * d.slots;
   if (!ColumnsInRange(columns.typed_data(), d.batch * link_size, d.slots))
     return ffi::Error::InvalidArgument(
-        "indexed link reads: a stored column is outside [0, N)");
-  ParallelFor(pool, d.batch, link_size * d.reads * 2, [&](int64_t b) {
-    const int32_t* col = columns.typed_data() + b * link_size;
-    const T* val = values.typed_data() + b * link_size;
-    const T* w = read_weights.typed_data() + b * read_size;
-    T* f = forward->typed_data() + b * out_size;
-    T* bw = backward->typed_data() + b * out_size;
-    std::memset(f, 0, sizeof(T) * out_size);
-    std::memset(bw, 0, sizeof(T) * out_size);
-    for (int64_t h = 0; h < d.heads; ++h)
-      for (int64_t i = 0; i < d.slots; ++i)
-        for (int64_t k = 0; k < d.pairs; ++k) {
-          const int64_t at = (h * d.slots + i) * d.pairs + k;
-          const T v = val[at];
-          if (v == T(0)) continue;
-          const int64_t j = col[at];
-          for (int64_t r = 0; r < d.reads; ++r) {
-            const T* wr = w + r * d.slots;
-            const int64_t row = (r * d.heads + h) * d.slots;
-            f[row + i] += v * wr[j];
-            bw[row + j] += v * wr[i];
-          }
-        }
+        "sparse link read-out: a stored column is outside [0, N)");
+  const auto all = ArraysOf(columns, values, prev_read_weights, content,
+                            read_modes, memory);
+  const int64_t directional = d.reads * d.heads * d.slots;
+  ParallelFor(pool, d.batch, d.reads * d.slots * (d.width + d.pairs * 2),
+              [&](int64_t b) {
+    thread_local std::vector<T> f, bw;
+    f.resize(directional);
+    bw.resize(directional);
+    const auto x = ExampleOf(all, d, b);
+    T* rw = read_weights->typed_data() + b * d.reads * d.slots;
+    T* words = read_words->typed_data() + b * d.reads * d.width;
+    ReadWeights(x, d, f.data(), bw.data(), rw);
+    for (int64_t r = 0; r < d.reads; ++r) {
+      T* out = words + r * d.width;
+      std::fill(out, out + d.width, T(0));
+      for (int64_t i = 0; i < d.slots; ++i) {
+        const T weight = rw[r * d.slots + i];
+        const T* row = x.memory + i * d.width;
+        for (int64_t c = 0; c < d.width; ++c) out[c] += weight * row[c];
+      }
+    }
   });
   return ffi::Error::Success();
 }
 
-// Cotangents of values and read weights from those of forward and backward.
-// (Pairs with value 0 still get a value gradient: the XLA path's does.)
+// Cotangents of the link values, the previous read weights, the content
+// weights, the read modes and the memory from those of the read weights and
+// words. (Pairs with value 0 still get a value gradient, as the XLA path's.)
 template <ffi::DataType DT>
-ffi::Error ReadsVjpImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
-                        ffi::Buffer<DT> values, ffi::Buffer<DT> read_weights,
-                        ffi::Buffer<DT> g_forward, ffi::Buffer<DT> g_backward,
-                        ffi::ResultBuffer<DT> g_values,
-                        ffi::ResultBuffer<DT> g_read_weights) {
+ffi::Error ReadOutVjpImpl(
+    ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
+    ffi::Buffer<DT> values, ffi::Buffer<DT> prev_read_weights,
+    ffi::Buffer<DT> content, ffi::Buffer<DT> read_modes,
+    ffi::Buffer<DT> memory, ffi::Buffer<DT> g_read_weights,
+    ffi::Buffer<DT> g_read_words, ffi::ResultBuffer<DT> g_values,
+    ffi::ResultBuffer<DT> g_prev_read_weights,
+    ffi::ResultBuffer<DT> g_content, ffi::ResultBuffer<DT> g_read_modes,
+    ffi::ResultBuffer<DT> g_memory) {
   using T = ffi::NativeType<DT>;
   LinkDims d;
-  if (auto error = DimsOf(columns, values, read_weights, d); error.failure())
+  if (auto error = DimsOf(columns, values, prev_read_weights, content,
+                          read_modes, memory, d);
+      error.failure())
     return error;
   const int64_t link_size = d.heads * d.slots * d.pairs;
-  const int64_t read_size = d.reads * d.slots;
-  const int64_t out_size = d.reads * d.heads * d.slots;
   if (!ColumnsInRange(columns.typed_data(), d.batch * link_size, d.slots))
     return ffi::Error::InvalidArgument(
-        "indexed link reads: a stored column is outside [0, N)");
-  ParallelFor(pool, d.batch, link_size * d.reads * 4, [&](int64_t b) {
-    const int32_t* col = columns.typed_data() + b * link_size;
-    const T* val = values.typed_data() + b * link_size;
-    const T* w = read_weights.typed_data() + b * read_size;
-    const T* gf = g_forward.typed_data() + b * out_size;
-    const T* gb = g_backward.typed_data() + b * out_size;
-    T* gv = g_values->typed_data() + b * link_size;
-    T* gw = g_read_weights->typed_data() + b * read_size;
-    std::memset(gw, 0, sizeof(T) * read_size);
-    for (int64_t h = 0; h < d.heads; ++h)
-      for (int64_t i = 0; i < d.slots; ++i)
+        "sparse link read-out: a stored column is outside [0, N)");
+  const auto all = ArraysOf(columns, values, prev_read_weights, content,
+                            read_modes, memory);
+  const int64_t n = d.slots, hs = d.heads, modes = 1 + 2 * d.heads;
+  const int64_t directional = d.reads * hs * n;
+  ParallelFor(pool, d.batch, d.reads * n * (2 * d.width + d.pairs * 4),
+              [&](int64_t b) {
+    thread_local std::vector<T> f, bw, rw, total;
+    f.resize(directional);
+    bw.resize(directional);
+    rw.resize(d.reads * n);
+    total.resize(d.reads * n);
+    const auto x = ExampleOf(all, d, b);
+    ReadWeights(x, d, f.data(), bw.data(), rw.data());
+    const T* g_rw = g_read_weights.typed_data() + b * d.reads * n;
+    const T* g_words = g_read_words.typed_data() + b * d.reads * d.width;
+    T* g_mem = g_memory->typed_data() + b * n * d.width;
+    T* g_c = g_content->typed_data() + b * d.reads * n;
+    T* g_pi = g_read_modes->typed_data() + b * d.reads * modes;
+    T* g_val = g_values->typed_data() + b * link_size;
+    T* g_prev = g_prev_read_weights->typed_data() + b * d.reads * n;
+    // The read weights' whole cotangent: given, plus through the words.
+    std::fill(g_mem, g_mem + n * d.width, T(0));
+    for (int64_t r = 0; r < d.reads; ++r) {
+      const T* gw = g_words + r * d.width;
+      for (int64_t i = 0; i < n; ++i) {
+        const T* row = x.memory + i * d.width;
+        T* g_row = g_mem + i * d.width;
+        const T weight = rw[r * n + i];
+        T dot = 0;
+        for (int64_t c = 0; c < d.width; ++c) {
+          dot += gw[c] * row[c];
+          g_row[c] += weight * gw[c];
+        }
+        total[r * n + i] = g_rw[r * n + i] + dot;
+      }
+    }
+    // Through the mixing: modes, content, and f and b (reusing f and bw
+    // for their cotangents once each mode's sum is taken).
+    for (int64_t r = 0; r < d.reads; ++r) {
+      const T* pi = x.read_modes + r * modes;
+      const T* gt = total.data() + r * n;
+      T g_content_mode = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        g_content_mode += gt[i] * x.content[r * n + i];
+        g_c[r * n + i] = pi[hs] * gt[i];
+      }
+      g_pi[r * modes + hs] = g_content_mode;
+      for (int64_t h = 0; h < hs; ++h) {
+        T* fr = f.data() + (r * hs + h) * n;
+        T* br = bw.data() + (r * hs + h) * n;
+        T g_backward_mode = 0, g_forward_mode = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          g_backward_mode += gt[i] * br[i];
+          g_forward_mode += gt[i] * fr[i];
+          br[i] = pi[h] * gt[i];
+          fr[i] = pi[hs + 1 + h] * gt[i];
+        }
+        g_pi[r * modes + h] = g_backward_mode;
+        g_pi[r * modes + hs + 1 + h] = g_forward_mode;
+      }
+    }
+    // Through the link reads (f and bw now hold their cotangents).
+    std::fill(g_prev, g_prev + d.reads * n, T(0));
+    for (int64_t h = 0; h < hs; ++h)
+      for (int64_t i = 0; i < n; ++i)
         for (int64_t k = 0; k < d.pairs; ++k) {
-          const int64_t at = (h * d.slots + i) * d.pairs + k;
-          const T v = val[at];
-          const int64_t j = col[at];
+          const int64_t at = (h * n + i) * d.pairs + k;
+          const T v = x.values[at];
+          const int64_t j = x.columns[at];
           T g = 0;
           for (int64_t r = 0; r < d.reads; ++r) {
-            const T* wr = w + r * d.slots;
-            T* gwr = gw + r * d.slots;
-            const int64_t row = (r * d.heads + h) * d.slots;
-            g += gf[row + i] * wr[j] + gb[row + j] * wr[i];
-            gwr[j] += gf[row + i] * v;
-            gwr[i] += gb[row + j] * v;
+            const T* wr = x.prev_read_weights + r * n;
+            T* gwr = g_prev + r * n;
+            const int64_t row = (r * hs + h) * n;
+            g += f[row + i] * wr[j] + bw[row + j] * wr[i];
+            gwr[j] += f[row + i] * v;
+            gwr[i] += bw[row + j] * v;
           }
-          gv[at] = g;
+          g_val[at] = g;
         }
   });
   return ffi::Error::Success();
 }
-
 
 // ---------------------------------------------------------------------------
 // Update. For one head, with K pairs per row:
@@ -451,18 +584,8 @@ ffi::Error UpdateVjpImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
 }  // namespace
 }  // namespace dnc
 
-#define DNC_INDEXED_READS(NAME, DT)                                     \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, dnc::ReadsImpl<DT>,               \
-                                ffi::Ffi::Bind()                        \
-                                    .Ctx<ffi::ThreadPool>()             \
-                                    .Arg<ffi::Buffer<ffi::S32>>()       \
-                                    .Arg<ffi::Buffer<DT>>()             \
-                                    .Arg<ffi::Buffer<DT>>()             \
-                                    .Ret<ffi::Buffer<DT>>()             \
-                                    .Ret<ffi::Buffer<DT>>());
-
-#define DNC_INDEXED_READS_VJP(NAME, DT)                                 \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, dnc::ReadsVjpImpl<DT>,            \
+#define DNC_SPARSE_READ_OUT(NAME, DT)                                   \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, dnc::ReadOutImpl<DT>,             \
                                 ffi::Ffi::Bind()                        \
                                     .Ctx<ffi::ThreadPool>()             \
                                     .Arg<ffi::Buffer<ffi::S32>>()       \
@@ -470,13 +593,32 @@ ffi::Error UpdateVjpImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
                                     .Arg<ffi::Buffer<DT>>()             \
                                     .Arg<ffi::Buffer<DT>>()             \
                                     .Arg<ffi::Buffer<DT>>()             \
+                                    .Arg<ffi::Buffer<DT>>()             \
                                     .Ret<ffi::Buffer<DT>>()             \
                                     .Ret<ffi::Buffer<DT>>());
 
-DNC_INDEXED_READS(DncIndexedReadsF32, ffi::DataType::F32)
-DNC_INDEXED_READS(DncIndexedReadsF64, ffi::DataType::F64)
-DNC_INDEXED_READS_VJP(DncIndexedReadsVjpF32, ffi::DataType::F32)
-DNC_INDEXED_READS_VJP(DncIndexedReadsVjpF64, ffi::DataType::F64)
+#define DNC_SPARSE_READ_OUT_VJP(NAME, DT)                               \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, dnc::ReadOutVjpImpl<DT>,          \
+                                ffi::Ffi::Bind()                        \
+                                    .Ctx<ffi::ThreadPool>()             \
+                                    .Arg<ffi::Buffer<ffi::S32>>()       \
+                                    .Arg<ffi::Buffer<DT>>()             \
+                                    .Arg<ffi::Buffer<DT>>()             \
+                                    .Arg<ffi::Buffer<DT>>()             \
+                                    .Arg<ffi::Buffer<DT>>()             \
+                                    .Arg<ffi::Buffer<DT>>()             \
+                                    .Arg<ffi::Buffer<DT>>()             \
+                                    .Arg<ffi::Buffer<DT>>()             \
+                                    .Ret<ffi::Buffer<DT>>()             \
+                                    .Ret<ffi::Buffer<DT>>()             \
+                                    .Ret<ffi::Buffer<DT>>()             \
+                                    .Ret<ffi::Buffer<DT>>()             \
+                                    .Ret<ffi::Buffer<DT>>());
+
+DNC_SPARSE_READ_OUT(DncSparseReadOutF32, ffi::DataType::F32)
+DNC_SPARSE_READ_OUT(DncSparseReadOutF64, ffi::DataType::F64)
+DNC_SPARSE_READ_OUT_VJP(DncSparseReadOutVjpF32, ffi::DataType::F32)
+DNC_SPARSE_READ_OUT_VJP(DncSparseReadOutVjpF64, ffi::DataType::F64)
 
 #define DNC_SPARSE_LINK_UPDATE(NAME, DT)                                \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, dnc::UpdateImpl<DT>,              \

@@ -49,23 +49,31 @@ def initial_access_state(config: DNCConfig, batch_size: int,
       usage=jnp.zeros((b, n), dtype))
 
 
-def _step_linkage(linkage, write_weights: jax.Array,
-                  prev_read_weights: jax.Array, link_sparsity: Optional[int]):
-  """Steps 7-9 of DESIGN 2.3 for whichever storage ``linkage`` uses.
+def _links_and_reads(linkage, write_weights: jax.Array,
+                     prev_read_weights: jax.Array, content: jax.Array,
+                     read_modes: Optional[jax.Array], memory: jax.Array,
+                     link_sparsity: Optional[int], cpu_kernels: bool):
+  """Steps 7-9 and 11 of DESIGN 2.3 for whichever storage ``linkage`` uses.
 
-  Returns ``(next_linkage, forward, backward)``, the directional weightings
-  ``[B, R, H, N]`` read through the new links.
+  ``content`` is the read content weighting ``[B, R, N]`` and ``memory`` the
+  memory after this step's write. ``cpu_kernels`` lets the indexed link's
+  update and read-out run as CPU kernels (on a CPU).
+  Returns ``(next_linkage, read_weights [B, R, N], read_words [B, R, W])``.
   """
+  if linkage is None:
+    read_weights = content
+    return linkage, read_weights, addressing.read_words(read_weights, memory)
   precedence = addressing.precedence_update(linkage.precedence_weights,
                                             write_weights)
   if isinstance(linkage, SparseTemporalLinkageState):
     indices, values = sparse_link.update(
         linkage.link_indices, linkage.link_values, linkage.precedence_weights,
-        write_weights, use_kernel=False)
-    forward, backward = sparse_link.directional_weights(indices, values,
-                                                        prev_read_weights)
-    return (SparseTemporalLinkageState(indices, values, precedence), forward,
-            backward)
+        write_weights, use_kernel=cpu_kernels)
+    read_weights, read_words = sparse_link.read_out(
+        indices, values, prev_read_weights, content, read_modes, memory,
+        use_kernel=cpu_kernels)
+    return (SparseTemporalLinkageState(indices, values, precedence),
+            read_weights, read_words)
   if link_sparsity is None:
     link, forward, backward = addressing.link_step(
         linkage.link, linkage.precedence_weights, write_weights,
@@ -76,7 +84,10 @@ def _step_linkage(linkage, write_weights: jax.Array,
                                          write_weights, link_sparsity)
     forward, backward = addressing.directional_weights(link,
                                                        prev_read_weights)
-  return TemporalLinkageState(link, precedence), forward, backward
+  read_weights = addressing.read_weights(content, forward, backward,
+                                         read_modes)
+  return (TemporalLinkageState(link, precedence), read_weights,
+          addressing.read_words(read_weights, memory))
 
 
 def memory_step(interface: MemoryInterface, prev_state: AccessState, *,
@@ -150,23 +161,10 @@ def _fused_with_xla_links(interface: MemoryInterface, prev_state: AccessState,
   for a dense-stored one through XLA.
   """
   _, inner = fused.memory_step(*_without_links(interface, prev_state))
-  linkage = prev_state.linkage
-  if isinstance(linkage, SparseTemporalLinkageState):
-    indices, values = sparse_link.update(
-        linkage.link_indices, linkage.link_values, linkage.precedence_weights,
-        inner.write_weights)
-    precedence = addressing.precedence_update(linkage.precedence_weights,
-                                              inner.write_weights)
-    read_weights, read_words = sparse_link.read_out(
-        indices, values, prev_state.read_weights, inner.read_weights,
-        interface.read_modes, inner.memory)
-    linkage = SparseTemporalLinkageState(indices, values, precedence)
-  else:
-    linkage, forward, backward = _step_linkage(
-        linkage, inner.write_weights, prev_state.read_weights, link_sparsity)
-    read_weights = addressing.read_weights(inner.read_weights, forward,
-                                           backward, interface.read_modes)
-    read_words = jnp.einsum("...rn,...nw->...rw", read_weights, inner.memory)
+  linkage, read_weights, read_words = _links_and_reads(
+      prev_state.linkage, inner.write_weights, prev_state.read_weights,
+      inner.read_weights, interface.read_modes, inner.memory, link_sparsity,
+      cpu_kernels=True)
   return read_words, inner._replace(read_weights=read_weights,
                                     linkage=linkage)
 
@@ -207,14 +205,9 @@ def _xla_memory_step(interface: MemoryInterface, prev_state: AccessState, *,
                                       interface.write_vectors)
   read_content = addressing.content_weights(memory, interface.read_keys,
                                             interface.read_strengths)
-  if linkage is None:
-    read_weights = read_content
-  else:
-    linkage, forward, backward = _step_linkage(
-        linkage, write_weights, prev_state.read_weights, link_sparsity)
-    read_weights = addressing.read_weights(read_content, forward, backward,
-                                           interface.read_modes)
-  read_words = jnp.einsum("...rn,...nw->...rw", read_weights, memory)
+  linkage, read_weights, read_words = _links_and_reads(
+      linkage, write_weights, prev_state.read_weights, read_content,
+      interface.read_modes, memory, link_sparsity, cpu_kernels=False)
   return read_words, AccessState(memory=memory, read_weights=read_weights,
                                  write_weights=write_weights, linkage=linkage,
                                  usage=usage)

@@ -386,3 +386,15 @@ def read_weights(content: jax.Array, forward: jax.Array, backward: jax.Array,
   return (content_mode[..., None] * content
           + jnp.einsum("...rh,...rhn->...rn", backward_mode, backward)
           + jnp.einsum("...rh,...rhn->...rn", forward_mode, forward))
+
+
+def read_words(read_weights: jax.Array, memory: jax.Array) -> jax.Array:
+  """The words read: ``r = Mᵀ w^r``.
+
+  Args:
+    read_weights: ``[B, R, N]``.
+    memory: ``[B, N, W]``.
+  Returns:
+    ``[B, R, W]``.
+  """
+  return jnp.einsum("...rn,...nw->...rw", read_weights, memory)

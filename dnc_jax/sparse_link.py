@@ -211,7 +211,7 @@ def _read_out_xla(indices, values, prev_read_weights, content, read_modes,
   forward, backward = directional_weights(indices, values, prev_read_weights)
   read_weights = addressing.read_weights(content, forward, backward,
                                          read_modes)
-  return read_weights, jnp.einsum("...rn,...nw->...rw", read_weights, memory)
+  return read_weights, addressing.read_words(read_weights, memory)
 
 
 @jax.custom_vjp

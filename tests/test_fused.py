@@ -182,7 +182,8 @@ def test_check_grads_through_the_sparse_link_kernels():
       3.0 * rng.normal(size=linkage.precedence_weights.shape))
 
   def update_values(values, precedence, write):
-    return sparse_link.update(linkage.link_indices, values, precedence, write)[1]
+    return sparse_link.update(linkage.link_indices, values, precedence,
+                              write)[1]
 
   check_grads(update_values, (linkage.link_values, linkage.precedence_weights,
                               write_weights), order=1, modes=("rev",),
@@ -209,3 +210,22 @@ def test_check_grads_through_the_sparse_link_kernels():
   lowered = jax.jit(update_values).lower(
       linkage.link_values, linkage.precedence_weights, write_weights).as_text()
   assert "DncSparseLinkUpdate" in lowered
+
+
+def test_sparse_link_kernels_refuse_out_of_range_columns():
+  from dnc_jax import sparse_link
+  _, state, _, _ = sparse_case("indexed")
+  linkage = state.linkage
+  bad = linkage.link_indices.at[0, 0, 0, 0].set(linkage.link_indices.shape[-2])
+  with pytest.raises(Exception, match=r"sparse link update: a stored column "
+                     r"is outside \[0, N\)"):
+    jax.block_until_ready(sparse_link.update(
+        bad, linkage.link_values, linkage.precedence_weights,
+        state.write_weights))
+  num_writes = linkage.link_values.shape[-3]
+  modes = np.full(state.read_weights.shape[:-1] + (1 + 2 * num_writes,), 0.2)
+  with pytest.raises(Exception, match=r"sparse link read-out: a stored "
+                     r"column is outside \[0, N\)"):
+    jax.block_until_ready(sparse_link.read_out(
+        bad, linkage.link_values, state.read_weights, state.read_weights,
+        modes, state.memory))

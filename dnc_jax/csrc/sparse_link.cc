@@ -26,8 +26,8 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #include "parallel.h"
@@ -41,6 +41,18 @@ namespace {
 struct LinkDims {
   int64_t batch, heads, slots, pairs, reads, width;
 };
+
+// Every stored column must lie in [0, N): an out-of-range one would read
+// or write outside the example's arrays.
+ffi::Error CheckColumns(const ffi::Buffer<ffi::S32>& columns, int64_t slots,
+                        const char* kernel) {
+  const int32_t* data = columns.typed_data();
+  for (size_t i = 0; i < columns.element_count(); ++i)
+    if (data[i] < 0 || data[i] >= slots)
+      return ffi::Error::InvalidArgument(
+          std::string(kernel) + ": a stored column is outside [0, N)");
+  return ffi::Error::Success();
+}
 
 // Reads the dimensions into `d`, or says what does not fit.
 template <ffi::DataType DT>
@@ -78,15 +90,7 @@ ffi::Error DimsOf(const ffi::Buffer<ffi::S32>& columns,
   if (!fits)
     return ffi::Error::InvalidArgument(
         "sparse link read-out: the arrays' shapes disagree");
-  return ffi::Error::Success();
-}
-
-// Whether every stored column lies in [0, N); an out-of-range one would
-// read or write outside the example's arrays.
-bool ColumnsInRange(const int32_t* columns, int64_t count, int64_t slots) {
-  for (int64_t i = 0; i < count; ++i)
-    if (columns[i] < 0 || columns[i] >= slots) return false;
-  return true;
+  return CheckColumns(columns, d.slots, "sparse link read-out");
 }
 
 // One example's arrays (shapes as in the header, batch axes dropped).
@@ -165,10 +169,6 @@ ffi::Error ReadOutImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
                           read_modes, memory, d);
       error.failure())
     return error;
-  const int64_t link_size = d.heads * d.slots * d.pairs;
-  if (!ColumnsInRange(columns.typed_data(), d.batch * link_size, d.slots))
-    return ffi::Error::InvalidArgument(
-        "sparse link read-out: a stored column is outside [0, N)");
   const auto all = ArraysOf(columns, values, prev_read_weights, content,
                             read_modes, memory);
   const int64_t directional = d.reads * d.heads * d.slots;
@@ -214,9 +214,6 @@ ffi::Error ReadOutVjpImpl(
       error.failure())
     return error;
   const int64_t link_size = d.heads * d.slots * d.pairs;
-  if (!ColumnsInRange(columns.typed_data(), d.batch * link_size, d.slots))
-    return ffi::Error::InvalidArgument(
-        "sparse link read-out: a stored column is outside [0, N)");
   const auto all = ArraysOf(columns, values, prev_read_weights, content,
                             read_modes, memory);
   const int64_t n = d.slots, hs = d.heads, modes = 1 + 2 * d.heads;
@@ -346,7 +343,7 @@ struct TopKNormalised {
   }
 
   // Adds into g_x the gradient of the rescaled values given g_value.
-  void Backward(const T* x, const T* g_value, T* g_x) const {
+  void Backward(const T* g_value, T* g_x) const {
     if (!(total > T(0))) return;
     T dot = 0;
     for (size_t j = 0; j < index.size(); ++j) dot += g_value[j] * value[j];
@@ -455,7 +452,7 @@ ffi::Error UpdateDimsOf(const ffi::Buffer<ffi::S32>& columns,
         "sparse link update: K must be in [1, N]");
   d.links = 1;
   for (size_t i = 0; i + 2 < c.size(); ++i) d.links *= c[i];
-  return ffi::Error::Success();
+  return CheckColumns(columns, d.slots, "sparse link update");
 }
 
 // Everything one link's update needs besides its rows.
@@ -486,9 +483,6 @@ ffi::Error UpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
       error.failure())
     return error;
   const int64_t n = d.slots, k = d.pairs;
-  if (!ColumnsInRange(columns.typed_data(), d.links * n * k, n))
-    return ffi::Error::InvalidArgument(
-        "sparse link update: a stored column is outside [0, N)");
   ParallelFor(pool, d.links, n * k * k * 4, [&](int64_t l) {
     thread_local LinkHats<T> hats;
     thread_local RowCandidates<T> row;
@@ -525,9 +519,6 @@ ffi::Error UpdateVjpImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
       error.failure())
     return error;
   const int64_t n = d.slots, k = d.pairs;
-  if (!ColumnsInRange(columns.typed_data(), d.links * n * k, n))
-    return ffi::Error::InvalidArgument(
-        "sparse link update: a stored column is outside [0, N)");
   ParallelFor(pool, d.links, n * k * k * 8, [&](int64_t l) {
     thread_local LinkHats<T> hats;
     thread_local RowCandidates<T> row;
@@ -575,8 +566,8 @@ ffi::Error UpdateVjpImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
     T* g_p = g_precedence->typed_data() + l * n;
     std::fill(g_w, g_w + n, T(0));
     std::fill(g_p, g_p + n, T(0));
-    hats.w_top.Backward(w, g_w_top.data(), g_w);
-    hats.p_top.Backward(p, g_p_top.data(), g_p);
+    hats.w_top.Backward(g_w_top.data(), g_w);
+    hats.p_top.Backward(g_p_top.data(), g_p);
   });
   return ffi::Error::Success();
 }

@@ -255,20 +255,42 @@ class Traversal(GraphTask):
   def episode(self, rng):
     lesson = self.lesson
     graph = generate.random_graph(rng, lesson.nodes, lesson.out_degree)
-    ep = _Episode()
-    ep.description(rng, graph)
+    walks = []
     for _ in range(lesson.queries):
       length = int(rng.integers(lesson.length[0], lesson.length[1] + 1))
       start = int(rng.integers(graph.num_nodes))
-      walk = generate.random_walk(rng, graph, start, length)
-      labels = graph.node_labels
-      query = [(labels[start], walk[0, 1], BLANK)] + [
-          (BLANK, int(row[1]), BLANK) for row in walk[1:]]
-      ep.steps(query, True, False)
-      answers = [(labels[s], l, labels[d]) for s, l, d in walk]
-      answers.append(TERMINATION)
-      ep.steps([(BLANK,) * 3] * len(answers), True, True, answers)
-    return ep
+      walks.append(generate.random_walk(rng, graph, start, length))
+    return traversal_episode(rng, graph, walks)
+
+
+def traversal_episode(rng: np.random.Generator, graph: generate.Graph,
+                      walks: Sequence[np.ndarray]) -> _Episode:
+  """Description in random order, then one query/answer round per walk.
+
+  Args:
+    walks: ``[L, 3]`` arrays of ``graph.edges`` rows, one per round.
+  """
+  ep = _Episode()
+  ep.description(rng, graph)
+  labels = graph.node_labels
+  for walk in walks:
+    query = [(labels[walk[0, 0]], walk[0, 1], BLANK)] + [
+        (BLANK, int(row[1]), BLANK) for row in walk[1:]]
+    ep.steps(query, True, False)
+    answers = [(labels[s], l, labels[d]) for s, l, d in walk]
+    answers.append(TERMINATION)
+    ep.steps([(BLANK,) * 3] * len(answers), True, True, answers)
+  return ep
+
+
+def batch_of(episodes: Sequence[_Episode],
+             pad_to: Optional[int] = None) -> GraphBatch:
+  """Episodes in one batch padded to ``pad_to`` (default: the longest)."""
+  time = pad_to or max(len(ep) for ep in episodes)
+  batch = _empty(time, len(episodes))
+  for b, ep in enumerate(episodes):
+    ep.write(batch, b)
+  return batch
 
 
 class Inference(GraphTask):
@@ -319,15 +341,22 @@ class Inference(GraphTask):
                         int(ends[starts[pick], which[pick]])))
       if len(queries) == lesson.queries:
         break
-    ep = _Episode()
-    ep.description(rng, graph)
-    node = graph.node_labels
-    for start, relation, end in queries:
-      ep.steps([(node[start], relation, BLANK)], True, False)
-      ep.planning()
-      ep.steps([(BLANK,) * 3] * 2, True, True,
-               [(node[start], relation, node[end]), TERMINATION])
-    return ep
+    return inference_episode(rng, graph, queries)
+
+
+def inference_episode(rng: np.random.Generator, graph: generate.Graph,
+                      queries: Sequence[Tuple[int, int, int]]) -> _Episode:
+  """Description, then per query (start index, relation label, end index):
+  the query step, 10 planning steps, the answer and termination."""
+  ep = _Episode()
+  ep.description(rng, graph)
+  node = graph.node_labels
+  for start, relation, end in queries:
+    ep.steps([(node[start], relation, BLANK)], True, False)
+    ep.planning()
+    ep.steps([(BLANK,) * 3] * 2, True, True,
+             [(node[start], relation, node[end]), TERMINATION])
+  return ep
 
 
 class ShortestPath(GraphTask):
@@ -378,53 +407,11 @@ class ShortestPath(GraphTask):
         length -= 1
 
   def sample(self, rng, batch_size, beta: Optional[float] = None):
-    beta = self.beta if beta is None else beta
-    t_max, n, d = self.max_time, self.lesson.nodes[1], self.max_degree
-    base = _empty(t_max, batch_size)
-    answer = np.zeros((t_max, batch_size), np.float32)
-    node_labels = np.full((batch_size, n), -1, np.int32)
-    out_label = np.full((batch_size, n, d), -1, np.int32)
-    out_dst = np.full((batch_size, n, d), -1, np.int32)
-    next_slot = np.full((batch_size, n, n), -1, np.int32)
-    dist_all = np.full((batch_size, n, n), -1, np.int32)
-    start_all = np.zeros(batch_size, np.int32)
-    dest_all = np.zeros(batch_size, np.int32)
-    for b in range(batch_size):
-      graph, dist, start, end = self._graph_and_query(rng)
-      table = generate.next_edges(graph, dist)
-      path = generate.shortest_path(graph, start, end, table)
-      labels = graph.node_labels
-      ep = _Episode()
-      ep.description(rng, graph)
-      ep.steps([(labels[start], BLANK, labels[end])], True, False)
-      ep.planning()
-      triples = [(labels[s], l, labels[e]) for s, l, e in path]
-      targets = triples + [TERMINATION]
-      fed = [(BLANK,) * 3] + triples
-      ep.steps(fed, True, True, targets)
-      first_answer = len(ep) - len(targets)
-      ep.write(base, b)
-      budget = slice(first_answer, first_answer + self.answer_steps)
-      answer[budget, b] = 1.0
-      # The answer flag is held over the whole budget, also after the
-      # termination step (mask 0 there), as in closed loop.
-      base.inputs[budget, b, encoding.ANSWER_CHANNEL] = 1.0
-      nn = graph.num_nodes
-      node_labels[b, :nn] = labels
-      slot_of_row = np.full(len(graph.edges), -1)
-      for node in range(nn):
-        rows = np.nonzero(graph.edges[:, 0] == node)[0]
-        rows = rows[np.argsort(graph.edges[rows, 1], kind="stable")]
-        out_label[b, node, :len(rows)] = graph.edges[rows, 1]
-        out_dst[b, node, :len(rows)] = graph.edges[rows, 2]
-        slot_of_row[rows] = np.arange(len(rows))
-      next_slot[b, :nn, :nn] = np.where(table >= 0, slot_of_row[table], -1)
-      dist_all[b, :nn, :nn] = dist
-      start_all[b], dest_all[b] = start, end
-    teacher = rng.random((t_max, batch_size)) < beta
-    return ShortestPathBatch(base.inputs, base.targets, base.mask, answer,
-                             teacher, node_labels, out_label, out_dst,
-                             next_slot, dist_all, start_all, dest_all)
+    problems = [self._graph_and_query(rng) for _ in range(batch_size)]
+    return shortest_path_batch(rng, problems, self.max_time,
+                               self.lesson.nodes[1], self.max_degree,
+                               self.answer_steps,
+                               self.beta if beta is None else beta)
 
   def score_paths(self, batch: ShortestPathBatch,
                   moves: np.ndarray) -> np.ndarray:
@@ -471,6 +458,75 @@ class ShortestPath(GraphTask):
       right += int(np.sum(self.score_paths(batch, run(batch))))
       done += size
     return right / num_episodes
+
+
+def shortest_path_batch(rng: np.random.Generator, problems: Sequence[tuple],
+                        max_time: Optional[int] = None,
+                        max_nodes: Optional[int] = None,
+                        max_degree: Optional[int] = None,
+                        answer_steps: Optional[int] = None,
+                        beta: float = 0.0) -> ShortestPathBatch:
+  """A :class:`ShortestPathBatch` for given problems.
+
+  Args:
+    problems: ``(graph, distances, start, end)`` per episode.
+    max_time, max_nodes, max_degree: padding (default: the largest needed).
+    answer_steps: answer budget (default: longest shortest path + 2).
+    beta: probability of each step's teacher coin.
+  """
+  batch_size = len(problems)
+  n = max_nodes or max(g.num_nodes for g, *_ in problems)
+  d = max_degree or max(int(g.out_degrees().max()) for g, *_ in problems)
+  budget = answer_steps or 2 + max(int(dist[s, e])
+                                   for _, dist, s, e in problems)
+  episodes, first_answers = [], []
+  tables = []
+  for graph, dist, start, end in problems:
+    table = generate.next_edges(graph, dist)
+    tables.append(table)
+    path = generate.shortest_path(graph, start, end, table)
+    labels = graph.node_labels
+    ep = _Episode()
+    ep.description(rng, graph)
+    ep.steps([(labels[start], BLANK, labels[end])], True, False)
+    ep.planning()
+    first_answers.append(len(ep))
+    triples = [(labels[s], l, labels[e]) for s, l, e in path]
+    ep.steps([(BLANK,) * 3] + triples, True, True, triples + [TERMINATION])
+    episodes.append(ep)
+  t_max = max_time or max(f + budget for f in first_answers)
+  base = batch_of(episodes, t_max)
+  answer = np.zeros((t_max, batch_size), np.float32)
+  node_labels = np.full((batch_size, n), -1, np.int32)
+  out_label = np.full((batch_size, n, d), -1, np.int32)
+  out_dst = np.full((batch_size, n, d), -1, np.int32)
+  next_slot = np.full((batch_size, n, n), -1, np.int32)
+  dist_all = np.full((batch_size, n, n), -1, np.int32)
+  start_all = np.zeros(batch_size, np.int32)
+  dest_all = np.zeros(batch_size, np.int32)
+  for b, ((graph, dist, start, end), table) in enumerate(zip(problems,
+                                                             tables)):
+    budget_steps = slice(first_answers[b], first_answers[b] + budget)
+    answer[budget_steps, b] = 1.0
+    # The answer flag is held over the whole budget, also after the
+    # termination step (mask 0 there), as in closed loop.
+    base.inputs[budget_steps, b, encoding.ANSWER_CHANNEL] = 1.0
+    nn = graph.num_nodes
+    node_labels[b, :nn] = graph.node_labels
+    slot_of_row = np.full(len(graph.edges), -1)
+    for node in range(nn):
+      rows = np.nonzero(graph.edges[:, 0] == node)[0]
+      rows = rows[np.argsort(graph.edges[rows, 1], kind="stable")]
+      out_label[b, node, :len(rows)] = graph.edges[rows, 1]
+      out_dst[b, node, :len(rows)] = graph.edges[rows, 2]
+      slot_of_row[rows] = np.arange(len(rows))
+    next_slot[b, :nn, :nn] = np.where(table >= 0, slot_of_row[table], -1)
+    dist_all[b, :nn, :nn] = dist
+    start_all[b], dest_all[b] = start, end
+  teacher = rng.random((t_max, batch_size)) < beta
+  return ShortestPathBatch(base.inputs, base.targets, base.mask, answer,
+                           teacher, node_labels, out_label, out_dst,
+                           next_slot, dist_all, start_all, dest_all)
 
 
 TASKS = {cls.name: cls for cls in (Traversal, ShortestPath, Inference)}

@@ -68,9 +68,12 @@ def network_choice(logits: np.ndarray, graph: generate.Graph,
   Args:
     logits: ``[90]``.
   """
-  log_probs = np.asarray(encoding.digit_log_probs(jnp.asarray(logits)))
-  digits = np.asarray(encoding.triples_to_digits(
-      jnp.asarray(actions(graph, node))))
+  z = np.asarray(logits, np.float64).reshape(9, 10)
+  log_probs = z - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(
+      -1, keepdims=True)) - z.max(-1, keepdims=True)
+  options = actions(graph, node)
+  digits = np.stack([options // 100, (options // 10) % 10, options % 10],
+                    -1).reshape(len(options), 9)
   scores = log_probs[np.arange(9), digits].sum(-1)
   return int(np.argmax(scores))
 

@@ -124,15 +124,16 @@ def random_graph(rng: np.random.Generator, nodes: Tuple[int, int],
   distance = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
   np.fill_diagonal(distance, np.inf)
   order = np.argsort(distance, axis=1, kind="stable")
-  rows = []
   pool = labels if edge_labels == "nodes" else np.arange(10)
-  for source in range(n):
-    k = int(degrees[source])
-    chosen = rng.choice(pool, k, replace=False)
-    for label, dest in zip(chosen, order[source, :k]):
-      rows.append((source, int(label), int(dest)))
-  return Graph(labels.astype(np.int64), np.asarray(rows, np.int64),
-               positions)
+  # Per node, the first K of a uniform random permutation of the pool: K
+  # labels without replacement (one vectorised draw for all nodes).
+  chosen = pool[np.argsort(rng.random((n, len(pool))), axis=1)]
+  width = int(degrees.max())
+  take = np.arange(width)[None, :] < degrees[:, None]
+  sources = np.broadcast_to(np.arange(n)[:, None], take.shape)
+  rows = np.stack([sources[take], chosen[:, :width][take],
+                   order[:, :width][take]], -1)
+  return Graph(labels.astype(np.int64), rows.astype(np.int64), positions)
 
 
 def distances(graph: Graph) -> np.ndarray:
@@ -255,16 +256,24 @@ def follow(graph: Graph, start: int, sequence: Sequence[int]) -> int:
   return node
 
 
-def follow_all(graph: Graph, sequences: np.ndarray) -> np.ndarray:
+def follow_all(graph: Graph, sequences: np.ndarray,
+               table: Optional[np.ndarray] = None) -> np.ndarray:
   """``[N, S]`` end node of every (start, sequence) pair, -1 if it breaks.
 
   Args:
     sequences: ``[S, L]`` edge labels in 0-9.
+    table: ``stuck_transition(graph)`` if already computed.
   """
-  table = np.concatenate([graph.transition(10),
-                          np.full((1, 10), -1, np.int64)])  # row -1: stuck
+  if table is None:
+    table = stuck_transition(graph)
   node = np.broadcast_to(np.arange(graph.num_nodes)[:, None],
                          (graph.num_nodes, len(sequences))).copy()
   for step in range(sequences.shape[1]):
     node = table[node, sequences[None, :, step]]
   return node
+
+
+def stuck_transition(graph: Graph) -> np.ndarray:
+  """``[N + 1, 10]`` transition table whose last row (index -1) is all -1."""
+  return np.concatenate([graph.transition(10),
+                         np.full((1, 10), -1, np.int64)])

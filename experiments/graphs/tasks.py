@@ -328,11 +328,12 @@ class Inference(GraphTask):
     while True:
       graph = generate.random_graph(rng, lesson.nodes, lesson.out_degree,
                                     edge_labels="digits")
+      table = generate.stuck_transition(graph)
       queries = []
       for _ in range(lesson.queries):
         length = int(rng.integers(lesson.length[0], lesson.length[1] + 1))
         labels, seqs = self._by_length[length]
-        ends = generate.follow_all(graph, seqs)
+        ends = generate.follow_all(graph, seqs, table)
         starts, which = np.nonzero(ends >= 0)
         if not len(starts):
           break

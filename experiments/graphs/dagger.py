@@ -22,7 +22,7 @@ strongly connected) ends the episode as failed, with mask 0 from then on.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import haiku as hk
 import jax
@@ -167,6 +167,73 @@ class FeedbackOutput(NamedTuple):
   log_policy: jax.Array
 
 
+def initial_feedback_state(graph: ClosedLoopGraph, inner) -> FeedbackState:
+  """The walk at the start nodes, nothing fed yet, around ``inner``."""
+  b = graph.start.shape[0]
+  return FeedbackState(inner, graph.start.astype(jnp.int32),
+                       jnp.zeros((b,), bool),
+                       jnp.zeros((b, encoding.TRIPLE_SIZE), jnp.float32))
+
+
+def core_input(inputs: FeedbackInputs, state: FeedbackState) -> jax.Array:
+  """``[B, 92]``: the batch's input, its triple replaced on answer steps by
+  the triple taken on the previous step (blank at the first)."""
+  answer = inputs.answer > 0
+  return jnp.where(answer[:, None],
+                   jnp.concatenate([state.fed, inputs.x[:, 90:]], -1),
+                   inputs.x)
+
+
+def feedback_transition(graph: ClosedLoopGraph, inputs: FeedbackInputs,
+                        state: FeedbackState, logits: jax.Array, inner
+                        ) -> Tuple[FeedbackOutput, FeedbackState]:
+  """Given the core's ``logits [B, 90]`` for ``core_input``: the target,
+  the move the coin picks, the next walk state (jit-able)."""
+  g = graph
+  answer = inputs.answer > 0
+  batch = logits.shape[0]
+  b = jnp.arange(batch)
+  cur = state.node
+  labels = g.out_label[b, cur]                       # [B, D]
+  dsts = g.out_dst[b, cur]                           # [B, D]
+  valid = labels >= 0
+  d = labels.shape[-1]
+  source = jnp.broadcast_to(g.node_labels[b, cur][:, None], labels.shape)
+  dest_labels = g.node_labels[b[:, None], jnp.maximum(dsts, 0)]
+  cand = jnp.stack([source, jnp.maximum(labels, 0), dest_labels], -1)
+  term = jnp.broadcast_to(jnp.asarray(TERMINATION, cand.dtype),
+                          (batch, 1, 3))
+  cand = jnp.concatenate([jnp.maximum(cand, 0), term], 1)  # [B, D+1, 3]
+  valid = jnp.concatenate([valid, jnp.ones((batch, 1), bool)], 1)
+  log_probs = encoding.digit_log_probs(logits)       # [B, 9, 10]
+  digits = encoding.triples_to_digits(cand)          # [B, D+1, 9]
+  scores = jnp.take_along_axis(
+      jnp.broadcast_to(log_probs[:, None], digits.shape + (10,)),
+      digits[..., None], -1)[..., 0].sum(-1)
+  scores = jnp.where(valid, scores, -jnp.inf)
+  log_policy = jax.nn.log_softmax(scores, -1)
+  net = jnp.argmax(scores, -1)
+  at_dest = cur == g.dest
+  target_slot = jnp.where(at_dest, d, g.next_slot[b, cur, g.dest])
+  reachable = target_slot >= 0
+  target_slot = jnp.where(reachable, target_slot, d)
+  active = answer & ~state.done & reachable
+  choice = jnp.where(inputs.teacher, target_slot, net)
+  terminate = choice == d
+  taken = cand[b, choice]
+  moved = dsts[b, jnp.minimum(choice, d - 1)]
+  node = jnp.where(active & ~terminate, moved, cur)
+  done = state.done | (answer & (terminate | ~reachable))
+  # Blank input after termination, as in the teacher-forced batch.
+  fed = jnp.where((active & ~terminate)[:, None],
+                  encoding.encode_triples_jax(taken), 0.0)
+  output = FeedbackOutput(
+      logits, encoding.encode_triples_jax(cand[b, target_slot]),
+      active.astype(jnp.float32), jnp.where(active, choice, -1), log_policy)
+  return output, FeedbackState(inner, node.astype(jnp.int32), done,
+                               fed.astype(jnp.float32))
+
+
 class FeedbackCore(hk.RNNCore):
   """Wraps ``core`` so that it runs shortest path closed loop.
 
@@ -182,60 +249,36 @@ class FeedbackCore(hk.RNNCore):
     self._graph = graph
 
   def initial_state(self, batch_size: Optional[int]) -> FeedbackState:
-    inner = self._core.initial_state(batch_size)
-    b = self._graph.start.shape[0]
-    return FeedbackState(inner, self._graph.start.astype(jnp.int32),
-                         jnp.zeros((b,), bool),
-                         jnp.zeros((b, encoding.TRIPLE_SIZE), jnp.float32))
+    return initial_feedback_state(self._graph,
+                                  self._core.initial_state(batch_size))
 
   def __call__(self, inputs: FeedbackInputs, state: FeedbackState):
-    g = self._graph
-    answer = inputs.answer > 0
-    x = jnp.where(answer[:, None],
-                  jnp.concatenate([state.fed, inputs.x[:, 90:]], -1),
-                  inputs.x)
-    logits, inner = self._core(x, state.inner)
-    b = jnp.arange(x.shape[0])
-    cur = state.node
-    labels = g.out_label[b, cur]                       # [B, D]
-    dsts = g.out_dst[b, cur]                           # [B, D]
-    valid = labels >= 0
-    d = labels.shape[-1]
-    source = jnp.broadcast_to(g.node_labels[b, cur][:, None], labels.shape)
-    dest_labels = g.node_labels[b[:, None], jnp.maximum(dsts, 0)]
-    cand = jnp.stack([source, jnp.maximum(labels, 0), dest_labels], -1)
-    term = jnp.broadcast_to(jnp.asarray(TERMINATION, cand.dtype),
-                            (x.shape[0], 1, 3))
-    cand = jnp.concatenate([jnp.maximum(cand, 0), term], 1)  # [B, D+1, 3]
-    valid = jnp.concatenate([valid, jnp.ones((x.shape[0], 1), bool)], 1)
-    log_probs = encoding.digit_log_probs(logits)       # [B, 9, 10]
-    digits = encoding.triples_to_digits(cand)          # [B, D+1, 9]
-    scores = jnp.take_along_axis(
-        jnp.broadcast_to(log_probs[:, None], digits.shape + (10,)),
-        digits[..., None], -1)[..., 0].sum(-1)
-    scores = jnp.where(valid, scores, -jnp.inf)
-    log_policy = jax.nn.log_softmax(scores, -1)
-    net = jnp.argmax(scores, -1)
-    at_dest = cur == g.dest
-    target_slot = jnp.where(at_dest, d, g.next_slot[b, cur, g.dest])
-    reachable = target_slot >= 0
-    target_slot = jnp.where(reachable, target_slot, d)
-    active = answer & ~state.done & reachable
-    choice = jnp.where(inputs.teacher, target_slot, net)
-    terminate = choice == d
-    taken = cand[b, choice]
-    moved = dsts[b, jnp.minimum(choice, d - 1)]
-    node = jnp.where(active & ~terminate, moved, cur)
-    done = state.done | (answer & (terminate | ~reachable))
-    # Blank input after termination, as in the teacher-forced batch.
-    fed = jnp.where((active & ~terminate)[:, None],
-                    encoding.encode_triples_jax(taken), 0.0)
-    output = FeedbackOutput(
-        logits, encoding.encode_triples_jax(cand[b, target_slot]),
-        active.astype(jnp.float32), jnp.where(active, choice, -1),
-        log_policy)
-    return output, FeedbackState(inner, node.astype(jnp.int32), done,
-                                 fed.astype(jnp.float32))
+    logits, inner = self._core(core_input(inputs, state), state.inner)
+    return feedback_transition(self._graph, inputs, state, logits, inner)
+
+
+def functional_rollout(step: Callable, params, inner_state, batch
+                       ) -> FeedbackOutput:
+  """Closed loop with a functional core, in one ``jax.lax.scan``.
+
+  For the trainer's model protocol: ``step(params, x [B, 92], state) ->
+  (y [B, 90], state)``, ``inner_state`` its initial state.
+
+  Returns:
+    Time-major :class:`FeedbackOutput`.
+  """
+  graph = ClosedLoopGraph.from_batch(batch)
+  inputs = FeedbackInputs(jnp.asarray(batch.inputs),
+                          jnp.asarray(batch.answer),
+                          jnp.asarray(batch.teacher))
+
+  def body(state, x):
+    logits, inner = step(params, core_input(x, state), state.inner)
+    return feedback_transition(graph, x, state, logits, inner)[::-1]
+
+  _, outputs = jax.lax.scan(body, initial_feedback_state(graph, inner_state),
+                            inputs)
+  return outputs
 
 
 def closed_loop_unroll(core: hk.RNNCore, batch) -> FeedbackOutput:

@@ -97,3 +97,24 @@ def test_open_loop_tasks_use_the_trainer_step_and_advance():
 def test_unknown_graph_task_raises_naming_it():
   with pytest.raises(ValueError, match="'maze'"):
     protocol.make("maze")
+
+
+def test_presets_follow_extended_data_table_2():
+  from experiments.graphs import presets
+  # (layers, memory N, batch, learning rate), copied from Table 2.
+  table = {"traversal": (3, 256, 2, 1e-5), "inference": (3, 128, 32, 1e-5),
+           "shortest_path": (2, 128, 1, 3e-6)}
+  for task, (layers, memory, batch, lr) in table.items():
+    p = presets.preset(task, "paper")
+    assert (p["model"]["num_layers"], p["model"]["memory_size"],
+            p["loop"]["batch_size"], p["optimizer"]["learning_rate"]) == (
+                layers, memory, batch, lr)
+    assert (p["model"]["hidden_size"], p["model"]["word_size"],
+            p["model"]["num_reads"]) == (256, 50, 5)
+    assert set(presets.PRESETS[task]) == {"paper", "cpu", "lstm"}
+    assert presets.preset(task, "lstm")["kind"] == "lstm"
+  assert presets.preset("shortest_path", "paper")["task"]["beta"] == 0.8
+  with pytest.raises(ValueError, match="'huge'"):
+    presets.preset("traversal", "huge")
+  with pytest.raises(ValueError, match="'maze'"):
+    presets.preset("maze", "paper")

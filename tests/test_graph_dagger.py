@@ -43,7 +43,7 @@ BATCH = 16
 
 
 def _problems(rng, count):
-  return [TASK._graph_and_query(rng) for _ in range(count)]  # pylint: disable=protected-access
+  return [TASK.problem(rng) for _ in range(count)]
 
 
 def _batch(rng, problems, beta):

@@ -31,7 +31,7 @@ import numpy as np
 
 from experiments.graphs import encoding
 from experiments.graphs import generate
-from experiments.graphs.encoding import BLANK, TERMINATION
+from experiments.graphs.encoding import TERMINATION
 
 
 class FeedbackStep(NamedTuple):

@@ -392,7 +392,8 @@ class ShortestPath(GraphTask):
   def natural_time(self):
     return self.lesson.max_edges + 1 + PLANNING_STEPS + self.answer_steps
 
-  def _graph_and_query(self, rng):
+  def problem(self, rng: np.random.Generator):
+    """``(graph, distances, start, end)`` of one episode of the lesson."""
     lesson = self.lesson
     length = int(rng.integers(lesson.length[0], lesson.length[1] + 1))
     tries = 0
@@ -408,7 +409,7 @@ class ShortestPath(GraphTask):
         length -= 1
 
   def sample(self, rng, batch_size, beta: Optional[float] = None):
-    problems = [self._graph_and_query(rng) for _ in range(batch_size)]
+    problems = [self.problem(rng) for _ in range(batch_size)]
     return shortest_path_batch(rng, problems, self.max_time,
                                self.lesson.nodes[1], self.max_degree,
                                self.answer_steps,

@@ -202,3 +202,18 @@ def test_score_paths_rejects_longer_and_unterminated_paths():
                  for b in range(BATCH) if (never[:, b] != d).all())
   early = np.where(batch.answer > 0, d, good)  # terminates at the start
   assert not task.score_paths(batch, early).any()
+
+
+def test_feedback_core_wraps_a_dnc():
+  from dnc_jax import DNC, DNCConfig
+  config = DNCConfig(output_size=90, memory_size=8, word_size=4,
+                     num_reads=1, hidden_size=8, memory_backend="xla")
+  rng = np.random.default_rng(8)
+  batch = _batch(rng, _problems(rng, BATCH), 0.8)
+  f = hk.without_apply_rng(hk.transform(
+      lambda b: dagger.closed_loop_loss(
+          dagger.closed_loop_unroll(DNC(config), b))))
+  # One compilation (init and apply together) keeps the test CI-sized.
+  loss = jax.jit(lambda key, b: f.apply(f.init(key, b), b))(
+      jax.random.PRNGKey(0), batch)
+  assert np.isfinite(float(loss)) and float(loss) > 0

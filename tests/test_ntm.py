@@ -333,6 +333,21 @@ def test_initial_state_and_zero_initial_weighting():
   np.testing.assert_allclose(state.write_weights.sum(-1), 1.0, rtol=1e-5)
 
 
+def test_zero_initial_weighting_never_breaks_slot_symmetry():
+  """Why one-hot is the default: from zeros every weighting stays uniform."""
+  config = _config(initial_weighting="zeros")
+  x = jnp.asarray(_rng(15).normal(size=(6, B, X)))
+  dyn = _unroll_fn(config)
+  params = jax.jit(dyn.init)(jax.random.PRNGKey(5), x)
+  params = jax.tree.map(lambda p: p + 0.5 * jnp.sign(p + 0.1), params)
+  _, state = jax.jit(dyn.apply)(params, x)
+  np.testing.assert_allclose(state.read_weights, 1.0 / N, rtol=1e-12)
+  np.testing.assert_allclose(state.write_weights, 1.0 / N, rtol=1e-12)
+  np.testing.assert_allclose(
+      state.memory, np.broadcast_to(state.memory[:, :1], (B, N, W)), rtol=1e-12)
+  assert np.abs(np.asarray(state.memory)).max() > 1e-3   # it did write
+
+
 def test_return_interface_and_input_checks():
   config = _config(input_size=X)
   fn = hk.without_apply_rng(hk.transform(

@@ -76,7 +76,9 @@ class NTMConfig:
     clip_value: clip the controller output and state and the final output to
       ``±clip_value``; 0 turns clipping off.
     initial_weighting: the read and write weightings at ``t = 0``:
-      ``"one_hot"`` (all on slot 0) or ``"zeros"``.
+      ``"one_hot"`` (all on slot 0) or ``"zeros"``. With ``"zeros"`` and the
+      zero initial memory every slot stays identical and every weighting
+      uniform forever (``docs/ntm.md``); it is kept only for comparison.
     input_size: when given, inputs are checked to have this width.
   """
 

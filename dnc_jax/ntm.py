@@ -110,7 +110,8 @@ class NTMConfig:
     if not isinstance(self.clip_value, (int, float)) or isinstance(
         self.clip_value, bool) or not self.clip_value >= 0:
       raise ValueError(
-          f"clip_value must be a number >= 0 (0 = off), got {self.clip_value!r}")
+          "clip_value must be a number >= 0 (0 = off), got "
+          f"{self.clip_value!r}")
     _require_choice("initial_weighting", self.initial_weighting,
                     INITIAL_WEIGHTINGS)
     if self.input_size is not None:
@@ -128,7 +129,7 @@ class NTMConfig:
 
   @property
   def interface_size(self) -> int:
-    """``(R + Hw)(W + 3 + 2S + 1) + 2 Hw W`` (see :func:`parse_ntm_interface`)."""
+    """``(R + Hw)(W + 3 + 2S + 1) + 2 Hw W`` (:func:`parse_ntm_interface`)."""
     return (self.num_heads * (self.word_size + 3 + self.num_shifts)
             + 2 * self.num_writes * self.word_size)
 
@@ -261,7 +262,7 @@ def circular_shift(weights: jax.Array, shifts: jax.Array) -> jax.Array:
 
 def sharpen(weights: jax.Array, sharpenings: jax.Array,
             epsilon: float = SHARPEN_EPSILON) -> jax.Array:
-  """``w[i] = (w̃[i] + ε)^γ / Σ_j (w̃[j] + ε)^γ``, as ``softmax(γ log(w̃ + ε))``.
+  """``w[i] = (w̃[i] + ε)^γ / Σ_j (w̃[j] + ε)^γ``, as softmax(γ log(w̃ + ε)).
 
   The log-space form never overflows or underflows to ``0/0`` for large
   ``γ``; ``ε`` makes an all-zero weighting sharpen to uniform.

@@ -1,4 +1,4 @@
-"""The NTM: equations against the NumPy reference, gradients, behaviours, core."""
+"""The NTM: equations vs the NumPy reference, gradients, behaviours, core."""
 
 import haiku as hk
 import jax
@@ -313,8 +313,8 @@ def test_works_with_chunked_remat_unroll(remat_chunk):
     return jnp.sum(fn.apply(p, x)[0] ** 2)
 
   _assert_trees_close(jax.jit(jax.grad(lambda p: loss(chunked, p)))(params),
-                      jax.jit(jax.grad(lambda p: loss(plain, p)))(params), rtol=1e-9,
-                      atol=1e-9)
+                      jax.jit(jax.grad(lambda p: loss(plain, p)))(params),
+                      rtol=1e-9, atol=1e-9)
 
 
 def test_initial_state_and_zero_initial_weighting():

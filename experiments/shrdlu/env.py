@@ -393,7 +393,12 @@ def step(state: State, action: jax.Array, params: EnvParams = EnvParams()
 
 
 batch_reset = jax.vmap(reset, in_axes=(0, 0, None))  # tables shared
-batch_step = jax.vmap(step, in_axes=(0, 0, None))
+
+
+def batch_step(state: State, action: jax.Array,
+               params: EnvParams = EnvParams()):
+  """:func:`step` over a batch: ``state`` leaves ``[B, ...]``, action ``[B]``."""
+  return jax.vmap(lambda s, a: step(s, a, params))(state, action)
 
 
 # Outcomes (Fig. 5b), read from a finished state.

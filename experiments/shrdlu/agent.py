@@ -20,6 +20,7 @@ undiscounted:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Dict, NamedTuple, Tuple
 
 import haiku as hk
@@ -202,13 +203,15 @@ def rollout(networks, params, key, lesson_ids, table, tables, steps: int,
   return state, traj
 
 
+@functools.lru_cache(maxsize=None)
 def make_train_step(config: AgentConfig, steps: int,
                     env_params: env.EnvParams = env.EnvParams(),
                     mix: float = 0.1) -> Callable:
   """``train_step(train_state, lesson, table, tables) -> (state, metrics)``.
 
   ``lesson`` (int32 scalar) and the tables are arguments, so a new lesson
-  only recompiles when ``steps`` changes. jit-compiled.
+  only recompiles when ``steps`` changes. jit-compiled; cached per
+  arguments, so runs in one process share the compiled function.
   """
   networks = make_networks(config)
   optimizer = make_optimizer(config)
@@ -249,12 +252,13 @@ def make_train_step(config: AgentConfig, steps: int,
     updates, opt_state = optimizer.update(grads, state.opt_state,
                                           state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     return TrainState(params, opt_state, key), metrics
 
   return train_step
 
 
+@functools.lru_cache(maxsize=None)
 def make_eval(config: AgentConfig, steps: int, batch: int,
               env_params: env.EnvParams = env.EnvParams()) -> Callable:
   """``evaluate(params, key, lesson, table, tables) -> (outcome [B],

@@ -80,10 +80,14 @@ class Trainer:
 
   def restore(self):
     state, record = self.checkpointer.restore(self.state._asdict())
-    saved = dict(run=record["run"], agent=record["agent"], env=record["env"])
+    # Logging and checkpoint intervals may change on resume; nothing else.
+    keep = ("preset", "seed", "eval_every", "threshold", "window", "mix")
     now = self.record()
+    saved = dict(run={k: record["run"].get(k) for k in keep},
+                 agent=record["agent"], env=record["env"])
     differences = checkpoints.describe_differences(
-        saved, dict(run=now["run"], agent=now["agent"], env=now["env"]))
+        saved, dict(run={k: now["run"][k] for k in keep}, agent=now["agent"],
+                    env=now["env"]))
     if differences:
       raise checkpoints.CheckpointError(
           "the checkpoint belongs to another configuration: "

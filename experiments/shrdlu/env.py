@@ -397,7 +397,8 @@ batch_reset = jax.vmap(reset, in_axes=(0, 0, None))  # tables shared
 
 def batch_step(state: State, action: jax.Array,
                params: EnvParams = EnvParams()):
-  """:func:`step` over a batch: ``state`` leaves ``[B, ...]``, action ``[B]``."""
+  """:func:`step` over a batch: ``state`` leaves ``[B, ...]``, ``action``
+  ``[B]``."""
   return jax.vmap(lambda s, a: step(s, a, params))(state, action)
 
 

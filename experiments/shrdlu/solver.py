@@ -148,7 +148,8 @@ def tables() -> Dict[str, np.ndarray]:
     found = found[np.argsort(reach[p, found], kind="stable")]
     near[p, :len(found)] = found
     near_dist[p, :len(found)] = reach[p, found]
-  return dict(near=near, near_dist=near_dist, boards=boards, num_blocks=np.array(num_blocks, np.int32),
+  return dict(near=near, near_dist=near_dist, boards=boards,
+              num_blocks=np.array(num_blocks, np.int32),
               positions=positions, neighbours=neighbours, profiles=profiles,
               profile_boards=profile_boards,
               profile_of_heights=profile_of_heights, dist=dist,

@@ -30,16 +30,15 @@ def batch_shape(batch_size, name: str = "batch_size") -> Tuple[int, ...]:
   """
   if batch_size is None:
     return ()
+  message = f"{name} must be an int >= 1 (or None: unbatched), got "
   if isinstance(batch_size, (bool, np.bool_)):
-    raise ValueError(f"{name} must be None or an int >= 1, got "
-                     f"{batch_size!r}")
+    raise ValueError(message + repr(batch_size))
   try:
     size = operator.index(batch_size)
   except TypeError:
-    raise ValueError(f"{name} must be None or an int >= 1, got "
-                     f"{batch_size!r}") from None
+    raise ValueError(message + repr(batch_size)) from None
   if size < 1:
-    raise ValueError(f"{name} must be None or an int >= 1, got {size}")
+    raise ValueError(message + repr(size))
   return (size,)
 
 

@@ -75,9 +75,9 @@ def memory_step(interface: MemoryInterface, prev_state: AccessState, *,
 
 
 def _memory_step(interface: MemoryInterface, prev_state: AccessState,
-                 link: links.Link, backend: str):
-  """:func:`memory_step` for a known link kind."""
-  _check_step_inputs(interface, prev_state, link)
+                 link: links.Link, backend: str, sizes=None):
+  """:func:`memory_step` for a known link kind (``sizes``: see below)."""
+  _check_step_inputs(interface, prev_state, link, sizes)
   xla_step = functools.partial(_xla_memory_step, link=link, backend=backend)
   if backend == "xla":
     return xla_step(interface, prev_state)
@@ -128,11 +128,15 @@ def _fused_with_links(interface: MemoryInterface, prev_state: AccessState,
 
 
 def _check_step_inputs(interface: MemoryInterface, prev_state: AccessState,
-                       link: links.Link):
-  """``ValueError`` unless the state and interface fit together (static)."""
+                       link: links.Link, sizes=None):
+  """``ValueError`` unless the state and interface fit together (static).
+
+  ``sizes`` may bind ``N``, ``W``, ``R``, ``H`` beforehand (e.g. from the
+  configuration) as ``{symbol: (size, where it comes from)}``.
+  """
   where = "memory_step"
   sizes = operands.check(where, operands.STATE_DIMS, prev_state._asdict(),
-                         dtypes=False)
+                         sizes=sizes, dtypes=False)
   link.check_state(where, prev_state.linkage, sizes)
   if link.name != "none" and interface.read_modes is None:
     raise ValueError("the state has temporal links but the interface has no "
@@ -205,6 +209,12 @@ class MemoryAccess(hk.Module):
                ) -> Tuple[jax.Array, AccessState, MemoryInterface]:
     """Returns ``(read_words [B, R, W], next_state, interface)``."""
     interface = self.parse(controller_output)
+    config = self._config
+    sizes = {symbol: (size, f"config.{field} = {size}") for symbol, field, size
+             in (("N", "memory_size", config.memory_size),
+                 ("W", "word_size", config.word_size),
+                 ("R", "num_reads", config.num_reads),
+                 ("H", "num_writes", config.num_writes))}
     read_words, state = _memory_step(interface, prev_state, self._link,
-                                     self._config.memory_backend)
+                                     config.memory_backend, sizes)
     return read_words, state, interface

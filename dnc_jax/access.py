@@ -115,8 +115,8 @@ def _fused_with_links(interface: MemoryInterface, prev_state: AccessState,
   """A sparse-link step: the fused kernel without links, then the links.
 
   The kernel computes usage, allocation, the write, and the content read
-  weights (steps 1-6 and 8); the link kind computes steps 7, 9 and 10 from
-  its results (``docs/maths.md`` §6).
+  weights (steps 1-6 of ``docs/maths.md`` §3); the link kind computes steps
+  7-10 from its results (§6).
   """
   _, inner = fused.memory_step(*_without_links(interface, prev_state))
   linkage, read_weights, read_words = link.step(

@@ -91,7 +91,7 @@ def retention(free_gates: jax.Array, prev_read_weights: jax.Array) -> jax.Array:
 def usage_update(prev_usage: jax.Array, prev_write_weights: jax.Array,
                  free_gates: jax.Array,
                  prev_read_weights: jax.Array) -> jax.Array:
-  """Usage ``u_t = (u + w̄ − u ∘ w̄) ∘ ψ`` (``docs/maths.md`` §3, steps 1-2).
+  """Usage ``u_t = (u + w̄ − u ∘ w̄) ∘ ψ`` (``docs/maths.md`` §3, step 1).
 
   ``w̄ = 1 − Π_h (1 − w^{w,h}_{t-1})`` folds the write heads. No gradient flows
   into the previous write weights (as in the original release); it does flow

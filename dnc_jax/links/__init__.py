@@ -105,7 +105,7 @@ def step(link: Link, linkage, write_weights: jax.Array,
          prev_read_weights: jax.Array, content: jax.Array,
          read_modes: Optional[jax.Array], memory: jax.Array, *,
          backend: str):
-  """Steps 7-9 and 11 of ``docs/maths.md`` §3 for ``link``'s kind.
+  """Steps 7-10 of ``docs/maths.md`` §3 for ``link``'s kind.
 
   Args:
     link: the kind.

@@ -316,7 +316,7 @@ def read_out(indices: jax.Array, values: jax.Array,
              prev_read_weights: jax.Array, content: jax.Array,
              read_modes: jax.Array, memory: jax.Array,
              backend: str = "auto") -> Tuple[jax.Array, jax.Array]:
-  """Read weights and read words through the indexed link (steps 9, 11).
+  """Read weights and read words through the indexed link (§3 steps 8-10).
 
   The directional reads (:func:`directional_weights`) mixed with the
   content weights by the read modes (:func:`dnc_jax.addressing.

@@ -1,7 +1,7 @@
 """No temporal link: reads are by content only (``use_temporal_links=False``).
 
 The state's linkage is ``None`` and the read weights are the content read
-weights (``docs/maths.md`` §3, step 9 without links).
+weights (``docs/maths.md`` §3, step 9).
 """
 
 from __future__ import annotations

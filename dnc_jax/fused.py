@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnc_jax import backend as backends
+from dnc_jax import links as link_kinds
 from dnc_jax import operands
 from dnc_jax.cpu_kernels import FusedKernelUnavailable, available
 from dnc_jax.types import AccessState, MemoryInterface, TemporalLinkageState
@@ -37,10 +38,7 @@ def supports(interface: MemoryInterface, state: AccessState,
   computed by this kernel (the memory step runs it without links and adds
   the link around it; see :mod:`dnc_jax.links`).
   """
-  if link_sparsity is not None:
-    return False
-  if state.linkage is not None and not isinstance(state.linkage,
-                                                  TemporalLinkageState):
+  if not link_kinds.from_state(state.linkage, link_sparsity).fused:
     return False
   return backends.kernel_dtype_ok(*jax.tree.leaves((interface, state)))
 

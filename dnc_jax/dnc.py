@@ -134,8 +134,8 @@ class DNC(hk.RNNCore):
     controller_output = self._clip(controller_output)
     controller_state = jax.tree.map(self._clip, controller_state)
     if self._config.controller_grad_clip is not None:
-      controller_output = clip_gradient(controller_output,
-                                        float(self._config.controller_grad_clip))
+      controller_output = clip_gradient(
+          controller_output, float(self._config.controller_grad_clip))
     read_words, access_state, interface = self._access(
         controller_output, prev_state.access_state)
     state = DNCState(access_state=access_state,

@@ -30,9 +30,10 @@ class TemporalLinkageState(NamedTuple):
 class SparseTemporalLinkageState(NamedTuple):
   """Temporal links kept as ``K`` (column, value) pairs per row.
 
-  The sparse link of ``docs/maths.md`` §4 has at most ``K`` non-zeros per row, so it is
-  stored in ``O(N·K)``: row ``i`` of head ``h`` holds ``link_values[.., i, :]``
-  at columns ``link_indices[.., i, :]``. Unused pairs have value 0.
+  The sparse link of ``docs/maths.md`` §4 has at most ``K`` non-zeros per
+  row, so it is stored in ``O(N·K)``: row ``i`` of head ``h`` holds
+  ``link_values[.., i, :]`` at columns ``link_indices[.., i, :]``. Unused
+  pairs have value 0.
 
   Attributes:
     link_indices: ``[B, H, N, K]`` int32 column indices.

@@ -66,7 +66,8 @@ def link_update(prev_indices: jax.Array, prev_values: jax.Array,
   write_values, write_indices = _top_k_normalised(write_weights, k, backend)
   sparse_write = jnp.zeros_like(write_weights).at[write_indices].add(
       write_values)
-  precedence_values, precedence_indices = _top_k_normalised(prev_precedence, k, backend)
+  precedence_values, precedence_indices = _top_k_normalised(prev_precedence,
+                                                            k, backend)
 
   rows = jnp.arange(num_slots, dtype=prev_indices.dtype)[:, None]
   w_i = sparse_write[:, None]

@@ -9,13 +9,21 @@ Public API:
   AccessState, TemporalLinkageState, SparseTemporalLinkageState,
   MemoryInterface, DNCState       the NamedTuple containers
   unroll                          hk.dynamic_unroll with chunked remat
-  addressing, sparse_link         the pure maths, module by module
+  addressing                      the pure addressing maths
+  links                           the temporal link, one module per kind
+  backend                         whether the C++ CPU kernels are used
   fused                           the fused CPU kernel of the memory step
+  sparse_link                     deprecated alias of links.indexed
+
+The maths is written out in ``docs/maths.md``.
 """
 
+import importlib as _importlib
+
 from dnc_jax import addressing
+from dnc_jax import backend
 from dnc_jax import fused
-from dnc_jax import sparse_link
+from dnc_jax import links
 from dnc_jax.access import MemoryAccess, initial_access_state, memory_step
 from dnc_jax.config import DNCConfig
 from dnc_jax.controllers import FeedForwardController, make_controller
@@ -25,12 +33,20 @@ from dnc_jax.types import (AccessState, DNCState, MemoryInterface,
                            SparseTemporalLinkageState, TemporalLinkageState)
 from dnc_jax.unroll import unroll
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AccessState", "DNC", "DNCConfig", "DNCState", "FeedForwardController",
     "MemoryAccess", "MemoryInterface", "SparseTemporalLinkageState",
-    "TemporalLinkageState", "addressing", "clip_gradient",
-    "initial_access_state", "make_controller", "memory_step", "oneplus",
-    "parse_interface", "sparse_link", "fused", "unroll",
+    "TemporalLinkageState", "addressing", "backend", "clip_gradient",
+    "initial_access_state", "links", "make_controller", "memory_step",
+    "oneplus", "parse_interface", "sparse_link", "fused", "unroll",
 ]
+
+
+def __getattr__(name):
+  # Imported on first use only, so that its DeprecationWarning reaches just
+  # the code that still uses it.
+  if name == "sparse_link":
+    return _importlib.import_module("dnc_jax.sparse_link")
+  raise AttributeError(f"module 'dnc_jax' has no attribute {name!r}")

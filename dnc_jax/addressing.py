@@ -1,4 +1,4 @@
-"""Pure addressing maths of the DNC (DESIGN 2.2-2.4).
+"""Pure addressing maths of the DNC (``docs/maths.md`` §2-4).
 
 Plain functions of arrays: no Haiku, no state objects. Every function takes
 leading batch axes written ``B`` below (any number of them, including none,
@@ -91,7 +91,7 @@ def retention(free_gates: jax.Array, prev_read_weights: jax.Array) -> jax.Array:
 def usage_update(prev_usage: jax.Array, prev_write_weights: jax.Array,
                  free_gates: jax.Array,
                  prev_read_weights: jax.Array) -> jax.Array:
-  """Usage ``u_t = (u + w̄ − u ∘ w̄) ∘ ψ`` (DESIGN 2.3 steps 2-3).
+  """Usage ``u_t = (u + w̄ − u ∘ w̄) ∘ ψ`` (``docs/maths.md`` §3, step 1).
 
   ``w̄ = 1 − Π_h (1 − w^{w,h}_{t-1})`` folds the write heads. No gradient flows
   into the previous write weights (as in the original release); it does flow
@@ -111,7 +111,8 @@ def usage_update(prev_usage: jax.Array, prev_write_weights: jax.Array,
   return usage * retention(free_gates, prev_read_weights)
 
 
-def allocation_weights(usage: jax.Array) -> jax.Array:
+def allocation_weights(usage: jax.Array,
+                       backend: str = "auto") -> jax.Array:
   """Allocation ``a[φ_j] = (1 − u[φ_j]) Π_{i<j} u[φ_i]``, φ sorting usage up.
 
   The sort order is a constant for differentiation; gradients flow through
@@ -120,11 +121,12 @@ def allocation_weights(usage: jax.Array) -> jax.Array:
 
   Args:
     usage: ``[B, N]``.
+    backend: for the sort (:mod:`dnc_jax.backend`).
   Returns:
     ``[B, N]``, summing to at most 1.
   """
   usage = ALLOCATION_EPSILON + (1.0 - ALLOCATION_EPSILON) * usage
-  order = sorting.argsort(jax.lax.stop_gradient(usage))
+  order = sorting.argsort(jax.lax.stop_gradient(usage), backend=backend)
   sorted_usage = jnp.take_along_axis(usage, order, axis=-1)
   exclusive_prod = jnp.cumprod(
       jnp.concatenate(
@@ -147,7 +149,8 @@ def _unsort(sorted_values: jax.Array, order: jax.Array) -> jax.Array:
 
 
 def write_allocation_weights(usage: jax.Array, write_gates: jax.Array,
-                             num_writes: int) -> jax.Array:
+                             num_writes: int,
+                             backend: str = "auto") -> jax.Array:
   """Allocation for each write head, head by head.
 
   After head ``h`` allocates, usage becomes ``u + (1 − u) g^h a^h`` so the
@@ -157,12 +160,13 @@ def write_allocation_weights(usage: jax.Array, write_gates: jax.Array,
     usage: ``[B, N]``.
     write_gates: ``[B, H]``, the product ``g^{a,h} g^{w,h}`` per head.
     num_writes: ``H``.
+    backend: for the sorts (:mod:`dnc_jax.backend`).
   Returns:
     ``[B, H, N]``.
   """
   allocations = []
   for head in range(num_writes):
-    allocation = allocation_weights(usage)
+    allocation = allocation_weights(usage, backend)
     allocations.append(allocation)
     usage = usage + (1.0 - usage) * write_gates[..., head, None] * allocation
   return jnp.stack(allocations, axis=-2)
@@ -242,7 +246,8 @@ def link_update(prev_link: jax.Array, prev_precedence: jax.Array,
   return _zero_diagonal(link)
 
 
-def top_k_normalise(weights: jax.Array, k: int) -> jax.Array:
+def top_k_normalise(weights: jax.Array, k: int,
+                    backend: str = "auto") -> jax.Array:
   """Keep the ``k`` largest entries of the last axis, rescaled to sum to 1.
 
   An all-zero row stays zero (no division by zero). Ties keep the lowest
@@ -251,10 +256,11 @@ def top_k_normalise(weights: jax.Array, k: int) -> jax.Array:
   Args:
     weights: ``[..., N]`` non-negative.
     k: entries kept, ``1 <= k <= N``.
+    backend: for the top-k (:mod:`dnc_jax.backend`).
   Returns:
     ``[..., N]``.
   """
-  values, indices = sorting.top_k(weights, k)
+  values, indices = sorting.top_k(weights, k, backend=backend)
   total = jnp.sum(values, axis=-1, keepdims=True)
   positive = total > 0
   values = jnp.where(positive, values / jnp.where(positive, total, 1.0), 0.0)
@@ -263,24 +269,26 @@ def top_k_normalise(weights: jax.Array, k: int) -> jax.Array:
 
 
 def sparse_link_update(prev_link: jax.Array, prev_precedence: jax.Array,
-                       write_weights_: jax.Array, k: int) -> jax.Array:
-  """The paper's sparse link (DESIGN 2.4), held as a dense matrix.
+                       write_weights_: jax.Array, k: int,
+                       backend: str = "auto") -> jax.Array:
+  """The paper's sparse link (``docs/maths.md`` §4), held dense.
 
   The write and precedence weights are cut to their top ``k`` and
   renormalised, the dense update applied, and entries below ``1/k`` zeroed,
   leaving at most ``k`` non-zeros per row and column. This is the reference
-  for the ``O(N·K)`` indexed storage of :mod:`dnc_jax.sparse_link`.
+  for the ``O(N·K)`` indexed storage of :mod:`dnc_jax.links.indexed`.
 
   Args:
     prev_link: ``[B, H, N, N]``, itself truncated.
     prev_precedence: ``[B, H, N]``.
     write_weights_: ``[B, H, N]``.
     k: ``K``, at most ``N``.
+    backend: for the top-k's (:mod:`dnc_jax.backend`).
   Returns:
     ``[B, H, N, N]``.
   """
-  sparse_write = top_k_normalise(write_weights_, k)
-  sparse_precedence = top_k_normalise(prev_precedence, k)
+  sparse_write = top_k_normalise(write_weights_, k, backend)
+  sparse_precedence = top_k_normalise(prev_precedence, k, backend)
   link = link_update(prev_link, sparse_precedence, sparse_write)
   return jnp.where(link >= 1.0 / k, link, 0.0)
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+import operator
+from typing import Optional, Tuple
+
+import numpy as np
 
 CONTROLLERS = ("lstm", "deep_lstm", "feedforward")
 STRENGTH_SQUASHES = ("oneplus", "softplus")
@@ -17,6 +20,26 @@ def _require_int(name: str, value, low: int, high: Optional[int] = None):
   if value < low or (high is not None and value > high):
     allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
     raise ValueError(f"{name} must be {allowed}, got {value}")
+
+
+def batch_shape(batch_size, name: str = "batch_size") -> Tuple[int, ...]:
+  """``()`` for ``None`` (unbatched), ``(batch_size,)`` for an int >= 1.
+
+  Any integer-like value (``numpy`` integers) is accepted; ``bool``,
+  floats, strings and values below 1 raise ``ValueError`` naming ``name``.
+  """
+  if batch_size is None:
+    return ()
+  message = f"{name} must be an int >= 1 (or None: unbatched), got "
+  if isinstance(batch_size, (bool, np.bool_)):
+    raise ValueError(message + repr(batch_size))
+  try:
+    size = operator.index(batch_size)
+  except TypeError:
+    raise ValueError(message + repr(batch_size)) from None
+  if size < 1:
+    raise ValueError(message + repr(size))
+  return (size,)
 
 
 def _require_choice(name: str, value, choices):
@@ -46,7 +69,8 @@ class DNCConfig:
     strength_squash: ``"oneplus"`` (the paper, strengths >= 1) or
       ``"softplus"`` (the original release, strengths > 0).
     link_sparsity: ``None`` for the dense temporal link, or ``K`` for the
-      sparse link of DESIGN 2.4 (top-K write/precedence, 1/K threshold).
+      sparse link of ``docs/maths.md`` §4 (top-K write/precedence, 1/K
+      threshold).
     link_storage: how a sparse link is held: ``"indexed"`` keeps ``K``
       (column, value) pairs per row, ``O(N·K)`` memory; ``"dense"`` keeps the
       truncated ``N×N`` matrix. Ignored when ``link_sparsity`` is ``None``.
@@ -114,9 +138,12 @@ class DNCConfig:
 
   @property
   def sparse_link_indexed(self) -> bool:
-    """Whether the link is kept as ``N×K`` (index, value) pairs."""
-    return (self.use_temporal_links and self.link_sparsity is not None
-            and self.link_storage == "indexed")
+    """Whether the link is kept as ``N×K`` (index, value) pairs.
+
+    The link kind itself is :func:`dnc_jax.links.from_config`'s decision.
+    """
+    from dnc_jax import links  # Cycle: links is built from a config.
+    return links.from_config(self).name == "indexed"
 
   @property
   def interface_size(self) -> int:

@@ -14,54 +14,139 @@ path.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dnc_jax import backend as backends
+from dnc_jax import links as link_kinds
+from dnc_jax import operands
 from dnc_jax.cpu_kernels import FusedKernelUnavailable, available
 from dnc_jax.types import AccessState, MemoryInterface, TemporalLinkageState
 
-_TARGETS = {
-    ("forward", np.dtype(np.float32)): "DncMemoryStepForwardF32",
-    ("forward", np.dtype(np.float64)): "DncMemoryStepForwardF64",
-    ("backward", np.dtype(np.float32)): "DncMemoryStepBackwardF32",
-    ("backward", np.dtype(np.float64)): "DncMemoryStepBackwardF64",
-}
+__all__ = ["FusedKernelUnavailable", "KernelInputs", "KernelOutputs",
+           "available", "check_operands", "memory_step", "supports"]
 
 
 def supports(interface: MemoryInterface, state: AccessState,
-             link_sparsity: Optional[int]) -> bool:
-  """Whether the kernel computes this step: dense link or none, f32/f64."""
-  if link_sparsity is not None:
+             link_sparsity=None) -> bool:
+  """Whether the kernel computes this step: dense link or none, f32/f64.
+
+  ``link_sparsity`` is kept for compatibility: a sparse link is not
+  computed by this kernel (the memory step runs it without links and adds
+  the link around it; see :mod:`dnc_jax.links`).
+  """
+  if not link_kinds.from_state(state.linkage, link_sparsity).fused:
     return False
-  if state.linkage is not None and not isinstance(state.linkage,
-                                                  TemporalLinkageState):
-    return False
-  dtypes = {np.dtype(x.dtype) for x in jax.tree.leaves((interface, state))}
-  return len(dtypes) == 1 and dtypes.pop() in (np.dtype(np.float32),
-                                                np.dtype(np.float64))
+  return backends.kernel_dtype_ok(*jax.tree.leaves((interface, state)))
 
 
-_INTERFACE_FIELDS = MemoryInterface._fields
+class KernelInputs(NamedTuple):
+  """The kernel's operands, in the order ``csrc/memory_step.cc`` takes them.
+
+  Without links, ``read_modes``, ``link`` and ``precedence`` are arrays with
+  no elements (``[B, R, 0]``, ``[B, H, 0, 0]``, ``[B, H, 0]``).
+  """
+
+  read_keys: jax.Array
+  read_strengths: jax.Array
+  write_keys: jax.Array
+  write_strengths: jax.Array
+  erase_vectors: jax.Array
+  write_vectors: jax.Array
+  free_gates: jax.Array
+  allocation_gates: jax.Array
+  write_gates: jax.Array
+  read_modes: jax.Array
+  memory: jax.Array
+  read_weights: jax.Array
+  write_weights: jax.Array
+  link: jax.Array
+  precedence: jax.Array
+  usage: jax.Array
+
+
+class KernelOutputs(NamedTuple):
+  """The forward kernel's results, in order.
+
+  The backward kernel takes ``(*KernelInputs, *cotangents of KernelOutputs)``
+  and returns the cotangents of :class:`KernelInputs`, in those orders.
+  """
+
+  read_words: jax.Array
+  memory: jax.Array
+  read_weights: jax.Array
+  write_weights: jax.Array
+  link: jax.Array
+  precedence: jax.Array
+  usage: jax.Array
+
+
+# Trailing dimensions of each operand after the shared batch axes. ``M`` is
+# the number of read modes and ``L`` the link's side: 1 + 2H and N with
+# links, 0 and 0 without.
+INPUT_DIMS = KernelInputs(
+    **operands.INTERFACE_DIMS, **operands.STATE_DIMS,
+    link=("H", "L", "L"), precedence=("H", "L"))
+OUTPUT_DIMS = KernelOutputs(
+    read_words=("R", "W"), memory=("N", "W"), read_weights=("R", "N"),
+    write_weights=("H", "N"), link=("H", "L", "L"), precedence=("H", "L"),
+    usage=("N",))
+
+
+def check_operands(where: str, inputs: KernelInputs, links: bool,
+                   cotangents=None):
+  """``ValueError`` unless the operands fit together and share a dtype.
+
+  Args:
+    where: the kernel, for the messages.
+    inputs: the :class:`KernelInputs`.
+    links: whether the link operands are real (else empty).
+    cotangents: the :class:`KernelOutputs` cotangents (backward only).
+  """
+  sizes = operands.check(where, INPUT_DIMS._asdict(), inputs._asdict())
+  h, n = sizes["H"][0], sizes["N"][0]
+  operands.require(where, "M", sizes, 1 + 2 * h if links else 0,
+                   "the number of read modes, 1 + 2H," if links else
+                   "the read modes' width without links")
+  operands.require(where, "L", sizes, n if links else 0,
+                   "the link's side, N," if links else
+                   "the link's side without links")
+  if cotangents is not None:
+    operands.check(where, {f"g_{k}": v for k, v in
+                           OUTPUT_DIMS._asdict().items()},
+                   {f"g_{k}": v for k, v in cotangents._asdict().items()},
+                   sizes=sizes)
+    dtype = np.dtype(inputs.memory.dtype)
+    for name, x in cotangents._asdict().items():
+      if np.dtype(x.dtype) != dtype:
+        raise ValueError(f"{where}: cotangent of {name} has dtype "
+                         f"{np.dtype(x.dtype)}, the operands {dtype}")
+
+
+# The interface fields other than the read modes, named alike in both.
+_GATES_AND_KEYS = tuple(f for f in MemoryInterface._fields if f != "read_modes")
 
 
 def _flat_inputs(interface: MemoryInterface, state: AccessState):
-  """The kernel's 16 inputs; absent links become arrays with no elements."""
+  """The kernel's inputs; absent links become arrays with no elements."""
   memory = state.memory
   batch = memory.shape[:-2]
   num_writes = state.write_weights.shape[-2]
   num_reads = state.read_weights.shape[-2]
   links = state.linkage is not None
   empty = lambda *shape: jnp.zeros((*batch, *shape), memory.dtype)
-  read_modes = interface.read_modes if links else empty(num_reads, 0)
-  link = state.linkage.link if links else empty(num_writes, 0, 0)
-  precedence = (state.linkage.precedence_weights if links
-                else empty(num_writes, 0))
-  fields = [getattr(interface, f) for f in _INTERFACE_FIELDS[:-1]]
-  return (*fields, read_modes, memory, state.read_weights,
-          state.write_weights, link, precedence, state.usage), links
+  return KernelInputs(
+      **{f: getattr(interface, f) for f in _GATES_AND_KEYS},
+      read_modes=interface.read_modes if links else empty(num_reads, 0),
+      memory=memory, read_weights=state.read_weights,
+      write_weights=state.write_weights,
+      link=state.linkage.link if links else empty(num_writes, 0, 0),
+      precedence=(state.linkage.precedence_weights if links
+                  else empty(num_writes, 0)),
+      usage=state.usage), links
 
 
 def _shape_dtypes(arrays):
@@ -74,14 +159,20 @@ def _shape_dtypes(arrays):
 # place instead of copying N x N per example and step into it. (Not the
 # forward link: the old one is kept as a residual, so aliasing it costs a
 # copy rather than saving one.) Operand index -> result index.
-_LINK_IN_PLACE = {"forward": {}, "backward": {20: 13}}
+_LINK_IN_PLACE = {
+    "forward": {},
+    "backward": {len(KernelInputs._fields) + KernelOutputs._fields.index(
+        "link"): KernelInputs._fields.index("link")},
+}
+_STEMS = {"forward": backends.MEMORY_STEP_FORWARD,
+          "backward": backends.MEMORY_STEP_BACKWARD}
 
 
 def _call(direction: str, dtype, outputs, args, links: bool):
   if not available():
     raise FusedKernelUnavailable(
         "the fused memory step could not be built; see the warning above")
-  target = _TARGETS[(direction, np.dtype(dtype))]
+  target = backends.target(_STEMS[direction], dtype)
   return jax.ffi.ffi_call(target, _shape_dtypes(outputs),
                           vmap_method="broadcast_all",
                           input_output_aliases=_LINK_IN_PLACE[direction])(
@@ -94,17 +185,22 @@ def memory_step(interface: MemoryInterface,
   """:func:`dnc_jax.memory_step` through the fused kernel (CPU only).
 
   Same arguments and results; the dense temporal link or none.
+
+  Raises:
+    ValueError: when an operand's shape or dtype does not fit the others.
   """
   args, links = _flat_inputs(interface, prev_state)
+  check_operands("fused memory step", args, links)
   memory = prev_state.memory
   read_words = jnp.zeros((*memory.shape[:-2], prev_state.read_weights.shape[-2],
                           memory.shape[-1]), memory.dtype)
-  outputs = (read_words, *args[10:])
-  (words, memory, read_weights, write_weights, link, precedence,
-   usage) = _call("forward", memory.dtype, outputs, args, links)
-  linkage = TemporalLinkageState(link, precedence) if links else None
-  return words, AccessState(memory, read_weights, write_weights, linkage,
-                            usage)
+  outputs = KernelOutputs(read_words, args.memory, args.read_weights,
+                          args.write_weights, args.link, args.precedence,
+                          args.usage)
+  out = KernelOutputs(*_call("forward", memory.dtype, outputs, args, links))
+  linkage = TemporalLinkageState(out.link, out.precedence) if links else None
+  return out.read_words, AccessState(out.memory, out.read_weights,
+                                     out.write_weights, linkage, out.usage)
 
 
 def _memory_step_fwd(interface, prev_state):
@@ -116,19 +212,22 @@ def _memory_step_bwd(residuals, cotangents):
   g_words, g_state = cotangents
   args, links = _flat_inputs(interface, prev_state)
   g_linkage = g_state.linkage
-  state_cotangents = (
-      g_state.memory, g_state.read_weights, g_state.write_weights,
-      g_linkage.link if links else args[13],
-      g_linkage.precedence_weights if links else args[14], g_state.usage)
-  grads = _call("backward", prev_state.memory.dtype, args,
-                (*args, g_words, *state_cotangents), links)
-  g_interface = MemoryInterface(*grads[:9],
-                                read_modes=grads[9] if links else None)
-  (g_memory, g_read_weights, g_write_weights, g_link, g_precedence,
-   g_usage) = grads[10:]
-  g_linkage = TemporalLinkageState(g_link, g_precedence) if links else None
-  return g_interface, AccessState(g_memory, g_read_weights, g_write_weights,
-                                  g_linkage, g_usage)
+  g_outputs = KernelOutputs(
+      read_words=g_words, memory=g_state.memory,
+      read_weights=g_state.read_weights, write_weights=g_state.write_weights,
+      link=g_linkage.link if links else args.link,
+      precedence=g_linkage.precedence_weights if links else args.precedence,
+      usage=g_state.usage)
+  check_operands("fused memory step (backward)", args, links, g_outputs)
+  grads = KernelInputs(*_call("backward", prev_state.memory.dtype, args,
+                              (*args, *g_outputs), links))
+  g_interface = MemoryInterface(
+      **{f: getattr(grads, f) for f in _GATES_AND_KEYS},
+      read_modes=grads.read_modes if links else None)
+  g_linkage = (TemporalLinkageState(grads.link, grads.precedence) if links
+               else None)
+  return g_interface, AccessState(grads.memory, grads.read_weights,
+                                  grads.write_weights, g_linkage, grads.usage)
 
 
 memory_step.defvjp(_memory_step_fwd, _memory_step_bwd)

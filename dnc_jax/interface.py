@@ -20,7 +20,7 @@ def _squash_strengths(x: jax.Array, squash: str) -> jax.Array:
 
 
 def parse_interface(vector: jax.Array, config: DNCConfig) -> MemoryInterface:
-  """Split and squash a raw interface vector (DESIGN 2.1).
+  """Split and squash a raw interface vector (``docs/maths.md`` §2).
 
   Args:
     vector: ``[B, config.interface_size]`` raw (pre-activation) values.

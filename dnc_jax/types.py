@@ -30,9 +30,10 @@ class TemporalLinkageState(NamedTuple):
 class SparseTemporalLinkageState(NamedTuple):
   """Temporal links kept as ``K`` (column, value) pairs per row.
 
-  The sparse link of DESIGN 2.4 has at most ``K`` non-zeros per row, so it is
-  stored in ``O(N·K)``: row ``i`` of head ``h`` holds ``link_values[.., i, :]``
-  at columns ``link_indices[.., i, :]``. Unused pairs have value 0.
+  The sparse link of ``docs/maths.md`` §4 has at most ``K`` non-zeros per
+  row, so it is stored in ``O(N·K)``: row ``i`` of head ``h`` holds
+  ``link_values[.., i, :]`` at columns ``link_indices[.., i, :]``. Unused
+  pairs have value 0.
 
   Attributes:
     link_indices: ``[B, H, N, K]`` int32 column indices.
@@ -67,7 +68,7 @@ class AccessState(NamedTuple):
 
 
 class MemoryInterface(NamedTuple):
-  """The interface vector, parsed and squashed (DESIGN 2.1).
+  """The interface vector, parsed and squashed (``docs/maths.md`` §2).
 
   Attributes:
     read_keys: ``[B, R, W]``.

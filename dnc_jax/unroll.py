@@ -2,7 +2,7 @@
 
 Back-propagation through ``hk.dynamic_unroll`` keeps every step's residuals;
 for a DNC that includes the ``N × N`` link matrix of every step, ``T·N²`` per
-example, which is what exhausts memory first (DESIGN 3). With
+example, which is what exhausts memory first (``docs/maths.md`` §7). With
 ``remat_chunk=C`` the steps are grouped in chunks of ``C``: only the state
 at each chunk's start is kept, and a chunk's steps are recomputed during the
 backward pass. Memory falls to about ``T/C`` states plus ``C`` steps'

@@ -14,7 +14,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from dnc_jax import DNCConfig
+from dnc_jax import DNCConfig, links
 from experiments.models import recording_dnc
 
 
@@ -59,17 +59,9 @@ def record(config: DNCConfig, params, batch, example: int = 0) -> Recording:
   end = int(np.nonzero(mask)[0].max()) + 1 if mask.any() else mask.shape[0]
   pick = lambda x: None if x is None else np.asarray(x[:end, example])
   access = states.access_state
-  link = None
-  linkage = access.linkage
-  if linkage is not None and hasattr(linkage, "link"):
-    link = np.asarray(linkage.link[end - 1, example])
-  elif linkage is not None:
-    from dnc_jax import sparse_link
-    dense = jax.vmap(sparse_link.to_dense)(linkage.link_indices[end - 1,
-                                                                example],
-                                           linkage.link_values[end - 1,
-                                                               example])
-    link = np.asarray(dense)
+  dense = links.dense_view(jax.tree.map(lambda x: x[end - 1, example],
+                                        access.linkage))
+  link = None if dense is None else np.asarray(dense)
   return Recording(
       inputs=pick(batch.inputs), targets=pick(batch.targets),
       mask=mask[:end], outputs=np.asarray(jax.nn.sigmoid(logits))[:end,

@@ -4,7 +4,8 @@ import jax
 import numpy as np
 
 from dnc_jax import (AccessState, MemoryInterface, SparseTemporalLinkageState,
-                     TemporalLinkageState, sparse_link)
+                     TemporalLinkageState)
+from dnc_jax.links import indexed as sparse_link
 
 
 def softmax(x, axis=-1):

@@ -1,4 +1,4 @@
-"""An independent NumPy float64 reference of DESIGN.md §2, one example at a time.
+"""An independent NumPy float64 reference of docs/maths.md §2-4, per example.
 
 Written from the equations with explicit loops, deliberately unlike the
 vectorised library code, so that the two can disagree. Shapes are per example

@@ -174,7 +174,7 @@ def test_unsupported_settings_are_refused_clearly():
 
 
 def test_check_grads_through_the_sparse_link_kernels():
-  from dnc_jax import sparse_link
+  from dnc_jax.links import indexed as sparse_link
   _, state, _, _ = sparse_case("indexed", seed=5)
   linkage = state.linkage
   rng = np.random.default_rng(7)
@@ -205,7 +205,7 @@ def test_check_grads_through_the_sparse_link_kernels():
               eps=1e-6)
   assert "DncSparseReadOut" in jax.jit(read_out).lower(*args).as_text()
   for got, want in zip(read_out(*args), sparse_link.read_out(
-      linkage.link_indices, *args, use_kernel=False)):
+      linkage.link_indices, *args, backend="xla")):
     np.testing.assert_allclose(got, want, atol=1e-12)
   lowered = jax.jit(update_values).lower(
       linkage.link_values, linkage.precedence_weights, write_weights).as_text()
@@ -213,7 +213,7 @@ def test_check_grads_through_the_sparse_link_kernels():
 
 
 def test_sparse_link_kernels_refuse_out_of_range_columns():
-  from dnc_jax import sparse_link
+  from dnc_jax.links import indexed as sparse_link
   _, state, _, _ = sparse_case("indexed")
   linkage = state.linkage
   bad = linkage.link_indices.at[0, 0, 0, 0].set(linkage.link_indices.shape[-2])

@@ -8,7 +8,8 @@ import numpy as np
 from jax.test_util import check_grads
 
 from helpers import random_interface, random_state
-from dnc_jax import addressing, memory_step, sparse_link
+from dnc_jax import addressing, memory_step
+from dnc_jax.links import indexed as sparse_link
 
 TOL = dict(atol=1e-5, rtol=1e-5, eps=1e-6)
 
@@ -106,7 +107,8 @@ def test_full_step_gradient():
   state = random_state(rng, b, n, w, r, h)
 
   # Usage deliberately takes no gradient from the previous write weights
-  # (DESIGN 2.5), which finite differences would see: hold them fixed.
+  # (``docs/maths.md`` §3, step 1), which finite differences would see: hold
+  # them fixed.
   def step(iface, memory, read_weights, linkage, usage):
     full = state._replace(memory=memory, read_weights=read_weights,
                           linkage=linkage, usage=usage)

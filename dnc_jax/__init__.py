@@ -14,6 +14,8 @@ Public API:
   backend                         whether the C++ CPU kernels are used
   fused                           the fused CPU kernel of the memory step
   sparse_link                     deprecated alias of links.indexed
+  NTM, NTMConfig, ntm             the Neural Turing Machine baseline
+                                  (docs/ntm.md)
 
 The maths is written out in ``docs/maths.md``.
 """
@@ -24,11 +26,13 @@ from dnc_jax import addressing
 from dnc_jax import backend
 from dnc_jax import fused
 from dnc_jax import links
+from dnc_jax import ntm
 from dnc_jax.access import MemoryAccess, initial_access_state, memory_step
 from dnc_jax.config import DNCConfig
 from dnc_jax.controllers import FeedForwardController, make_controller
 from dnc_jax.dnc import DNC, clip_gradient
 from dnc_jax.interface import oneplus, parse_interface
+from dnc_jax.ntm import NTM, NTMConfig, NTMInterface, NTMState, ntm_memory_step
 from dnc_jax.types import (AccessState, DNCState, MemoryInterface,
                            SparseTemporalLinkageState, TemporalLinkageState)
 from dnc_jax.unroll import unroll
@@ -37,9 +41,11 @@ __version__ = "0.2.0"
 
 __all__ = [
     "AccessState", "DNC", "DNCConfig", "DNCState", "FeedForwardController",
-    "MemoryAccess", "MemoryInterface", "SparseTemporalLinkageState",
+    "MemoryAccess", "MemoryInterface", "NTM", "NTMConfig", "NTMInterface",
+    "NTMState", "SparseTemporalLinkageState",
     "TemporalLinkageState", "addressing", "backend", "clip_gradient",
-    "initial_access_state", "links", "make_controller", "memory_step",
+    "initial_access_state", "links", "make_controller", "memory_step", "ntm",
+    "ntm_memory_step",
     "oneplus", "parse_interface", "sparse_link", "fused", "unroll",
 ]
 

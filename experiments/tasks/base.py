@@ -83,23 +83,26 @@ class Task(Protocol):
     """
 
   # Closed loop: ``None`` (the default) lets the trainer build the step.
-  def make_train_step(self, apply_fn: ApplyFn, optimizer: Any
+  def make_train_step(self, model: Any, optimizer: Any
                       ) -> Optional[TrainStep]:
     """The task's own step, or ``None`` for the trainer's open-loop step.
 
     Args:
-      apply_fn: the model, ``apply(params, inputs) -> outputs``. A closed-
-        loop task may also run it a step at a time through
-        ``jax.lax.scan`` on inputs of length 1 when the model is a core.
+      model: an :class:`experiments.models.Model`: ``init``, ``apply``
+        (``apply(params, inputs [T, B, X]) -> outputs [T, B, Y]``) and
+        ``core`` (``initial_state(params, B)``, ``step(params, x [B, X],
+        state) -> (y [B, Y], state)``: the same parameters a step at a
+        time, to feed the network's own outputs back or step environments
+        inside one ``jax.lax.scan``).
       optimizer: the ``optax.GradientTransformation`` to update with.
     Returns:
       ``step(state, batch, key) -> (state, metrics)``, a pure function the
       trainer jit-compiles (donating ``state``): ``state`` is a
       :class:`experiments.loop.TrainState` (``params``, ``opt_state``);
-      ``batch`` is what :meth:`sample` drew for this step (e.g. initial
-      environment states or graphs); ``key`` is
-      ``jax.random.PRNGKey`` folded with the step number, for exploration.
-      ``metrics`` must hold ``"loss"``.
+      ``batch`` is what :meth:`sample` drew for this step (e.g. graphs and
+      queries, or initial environment states); ``key`` is
+      ``fold_in(PRNGKey(seed), step)``, for exploration. ``metrics`` must
+      hold ``"loss"``; the trainer adds ``"grad_norm"`` if absent.
     """
 
 
@@ -142,9 +145,9 @@ class TaskBase:
     del results
     return {}
 
-  def make_train_step(self, apply_fn: ApplyFn, optimizer: Any
+  def make_train_step(self, model: Any, optimizer: Any
                       ) -> Optional[TrainStep]:
-    del apply_fn, optimizer
+    del model, optimizer
     return None
 
   # The rest of the protocol, for type checkers and a clear error.

@@ -10,6 +10,7 @@ answer words is.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import (Any, Callable, Dict, List, NamedTuple, Optional,
                     Sequence, Tuple)
 
@@ -285,3 +286,61 @@ PRESETS: Dict[str, Dict[str, Any]] = {
              "model": dict(hidden_size=512),
              "optimizer": _BABI_OPTIMIZER, "loop": _BABI_LOOP},
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class BabiConfig:
+  """The bAbI task's settings (the ``task`` section of a bAbI preset).
+
+  Attributes:
+    data_dir: folder with qaN_*_train.txt (and _test.txt).
+    tasks: comma-separated task numbers (default: all).
+    valid_fraction: share of each task's stories kept for validation.
+    eval_stories: validation stories per task at each evaluation (0: all).
+    remat_chunk: recompute chunks of this many steps in the backward pass.
+    validation: hold out stories, evaluate, keep the best and stop early.
+  """
+
+  data_dir: Optional[str] = None
+  tasks: Optional[str] = None
+  valid_fraction: float = 0.1
+  eval_stories: int = 200
+  remat_chunk: Optional[int] = None
+  validation: bool = True
+
+
+def parse_tasks(text) -> Optional[List[int]]:
+  """``"1,2,3"`` (or a list) as task numbers 1 to 20; ``None``: all."""
+  if text is None or isinstance(text, list):
+    return text
+  try:
+    tasks = [int(t) for t in str(text).split(",") if t.strip()]
+  except ValueError:
+    raise ValueError(f"--tasks must be comma-separated numbers 1 to 20, got "
+                     f"{text!r}") from None
+  bad = [t for t in tasks if not 1 <= t <= 20]
+  if bad or not tasks:
+    raise ValueError(f"--tasks must be comma-separated numbers 1 to 20, got "
+                     f"{text!r}")
+  return tasks
+
+
+def validation_subset(stories, per_task: int, seed: int):
+  """Up to ``per_task`` validation stories of each task (fixed choice)."""
+  if per_task <= 0:
+    return list(stories)
+  chosen = []
+  for task in sorted({s.task for s in stories}):
+    of_task = [s for s in stories if s.task == task]
+    rng = np.random.default_rng([seed, task, 7])
+    keep = sorted(rng.permutation(len(of_task))[:per_task].tolist())
+    chosen += [of_task[i] for i in keep]
+  return chosen
+
+
+def make_predict(apply_fn):
+  """``predict(params, ids [T, B]) -> predicted ids [T, B]``, jit-compiled."""
+  @jax.jit
+  def predict(params, ids):
+    return jnp.argmax(apply_fn(params, ids), -1)
+  return predict

@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from experiments import babi_data, cli, loop
-from experiments.checkpoints import CheckpointError
+from experiments import babi_data, cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS, EVERY = 24, 2
@@ -53,7 +52,6 @@ def train_cli(out, *extra, env=None, timeout=300):
 
 
 def final_params(out):
-  saved = json.loads((out / "settings.json").read_text())
   from experiments.plot import load_run
   return load_run(out)[2]
 

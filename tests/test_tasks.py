@@ -213,15 +213,15 @@ def test_old_module_names_warn_and_work(old):
   assert module.__name__ == old
 
 
-OLD_TRAIN_FLAGS = """--task --preset --num-bits --min-length --max-length --min-repeats
---max-repeats --num-sequences --controller --hidden-size --num-layers
+OLD_TRAIN_FLAGS = """--task --preset --num-bits --min-length --max-length
+--min-repeats --max-repeats --num-sequences --controller --hidden-size --num-layers
 --memory-size --word-size --num-reads --num-writes --clip-value
 --strength-squash --link-sparsity --optimizer --learning-rate
 --max-grad-norm --momentum --steps --batch-size --seed --log-every
 --eval-every --checkpoint-every --no-temporal-links --target-bit-errors
 --eval-batch-size --out --resume --no-progress""".split()
-OLD_BABI_FLAGS = """--data-dir --preset --out --resume --tasks --steps --batch-size
---learning-rate --momentum --max-grad-norm --seed --valid-fraction
+OLD_BABI_FLAGS = """--data-dir --preset --out --resume --tasks --steps
+--batch-size --learning-rate --momentum --max-grad-norm --seed --valid-fraction
 --eval-every --eval-stories --checkpoint-every --log-every --patience
 --remat-chunk --hidden-size --memory-size --word-size --num-reads
 --data-parallel --no-progress""".split()

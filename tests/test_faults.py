@@ -5,13 +5,16 @@ Every killed run is resumed; the resumed runs must end with parameters
 bit-identical to an uninterrupted run's, and log the same losses.
 """
 
+import atexit
 import errno
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -33,23 +36,36 @@ TINY = ["--task", "repeat_copy", "--num-bits", "3", "--max-length", "2",
 # yet renamed into place). Seeded, ascending, one per process.
 _RNG = np.random.default_rng(int(os.environ.get("DNC_FAULT_SEED", "11")))
 KILLS = int(os.environ.get("DNC_FAULT_KILLS", "20"))
+CACHE = pathlib.Path(tempfile.mkdtemp(prefix="dnc-fault-jax-cache-"))
+atexit.register(shutil.rmtree, CACHE, ignore_errors=True)
 
 
 def _kill_points():
-  saves = sorted(_RNG.choice(np.arange(EVERY, STEPS, EVERY), 6,
+  in_save = min(6, KILLS // 3)
+  saves = sorted(_RNG.choice(np.arange(EVERY, STEPS, EVERY), in_save,
                              replace=False).tolist())
   others = sorted(set(range(1, STEPS)) - set(saves))
-  steps = sorted(_RNG.choice(others, KILLS - 6, replace=False).tolist())
+  steps = sorted(_RNG.choice(others, KILLS - in_save,
+                             replace=False).tolist())
   points = [("save", s) for s in saves] + [("step", s) for s in steps]
   return sorted(points, key=lambda p: p[1])
+
+
+def _env(extra=None):
+  """Subprocesses share a persistent compilation cache: each compiles once
+  per session, not once per process (the same executables, so the same
+  bits)."""
+  return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(CACHE),
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", **(extra or {}))
 
 
 def train_cli(out, *extra, env=None, timeout=300):
   """A tiny run; evaluation only at the end (a compile less per process)."""
   return subprocess.run(
       [sys.executable, "-m", "experiments.cli", *TINY, "--eval-every", "0",
-       "--out", str(out), *extra], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-      env=dict(os.environ, **(env or {})))
+       "--out", str(out), *extra], cwd=ROOT, capture_output=True, text=True,
+      timeout=timeout, env=_env(env))
 
 
 def final_params(out):
@@ -109,7 +125,7 @@ def test_ctrl_c_during_evaluation_saves_and_resumes_exactly(uninterrupted,
   process = subprocess.Popen(
       [sys.executable, "-m", "experiments.cli", *TINY, "--out", str(out)],
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-      env=dict(os.environ, DNC_TEST_EVAL_SLEEP="3"))
+      env=_env({"DNC_TEST_EVAL_SLEEP": "3"}))
   seen = ""
   while "evaluation started" not in seen:
     line = process.stdout.readline()

@@ -19,32 +19,22 @@ import pathlib
 import sys
 from typing import List, Optional
 
-import jax
-
 from dnc_jax import DNCConfig
-from experiments import babi_data, babi_task
-from experiments.babi_train import make_predict, validation_subset
+from experiments import babi_data
 from experiments.checkpoints import Checkpointer, CheckpointError
-from experiments.loop import OptimizerConfig, initial_train_state
+from experiments.loop import OptimizerConfig, make_run_folder
+from experiments.loop import load_params as _load_params
 from experiments.models import babi_model
+from experiments.tasks import babi as babi_task
+from experiments.tasks.babi import make_predict, validation_subset
 
 
 def load_params(run: pathlib.Path, init_fn, optimizer: OptimizerConfig,
                 sample_ids, use_best: bool):
   """The run's best parameters if kept (and wanted), else the latest."""
-  best = run / "best"
-  if use_best and best.exists() and any(p.name.isdigit()
-                                         for p in best.iterdir()):
-    checkpointer = Checkpointer(best, max_to_keep=1)
-    template = init_fn(jax.random.PRNGKey(0), sample_ids)
-    params, record = checkpointer.restore(template)
-    checkpointer.close()
-    return params, f"best (step {record['step']})"
-  checkpointer = Checkpointer(run / "checkpoints")
-  template = initial_train_state(init_fn, optimizer, sample_ids, seed=0)
-  state, record = checkpointer.restore(template)
-  checkpointer.close()
-  return state.params, f"latest (step {record['step']})"
+  params, _, which = _load_params(run, init_fn, optimizer, sample_ids,
+                                  use_best=use_best)
+  return params, which
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -63,8 +53,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                       help="folder for the JSON and Markdown tables")
   args = parser.parse_args(argv)
   run = pathlib.Path(args.checkpoint)
+  if not (run / "checkpoints").is_dir() or not (run / "vocab.json").is_file():
+    parser.exit(2, f"dnc-babi-eval: error: {run} is not a dnc-babi-train "
+                "run folder (no checkpoints/ and vocab.json in it)\n")
+  if args.max_stories < 0 or args.batch_size < 1:
+    parser.exit(2, "dnc-babi-eval: error: --max-stories must be >= 0 and "
+                "--batch-size >= 1\n")
   try:
-    record = Checkpointer(run / "checkpoints").read_record()["run"]
+    checkpointer = Checkpointer(run / "checkpoints", create=False)
+    record = checkpointer.read_record()["run"]
+    checkpointer.close()
     vocab = babi_data.Vocabulary.load(run / "vocab.json")
     data = record["data"]
     splits = babi_data.load_splits(args.data_dir, data["valid_fraction"],
@@ -74,6 +72,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                               "(the test split)")
     stories = validation_subset(splits[args.split], args.max_stories,
                                 record["loop"]["seed"])
+    if not stories:
+      raise ValueError(f"the {args.split} split of {args.data_dir} holds no "
+                       "stories")
+    partial = babi_task.partial_tasks(splits["train"] + splits["valid"])
     config = DNCConfig(**record["model"])
     model = babi_model(record["kind"], config, record.get("remat_chunk"))
     apply_fn = babi_task.one_hot_inputs(model.apply, len(vocab))
@@ -90,7 +92,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   predict = make_predict(apply_fn)
   counts = babi_task.evaluate(lambda ids: predict(params, ids), stories,
                               vocab, batch_size=args.batch_size)
-  table = babi_task.error_table(counts)
+  table = babi_task.error_table(counts, partial)
   markdown = babi_task.markdown_table(table, args.split)
   header = (f"{run} ({record['preset']}, {which} parameters), "
             f"{args.split} split, {sum(table['questions'].values())} "
@@ -98,7 +100,10 @@ def main(argv: Optional[List[str]] = None) -> int:
   print(header)
   print(markdown)
   out = pathlib.Path(args.out) if args.out else run
-  out.mkdir(parents=True, exist_ok=True)
+  try:
+    make_run_folder(out)
+  except CheckpointError as error:
+    parser.exit(2, f"dnc-babi-eval: error: {error}\n")
   (out / f"babi-{args.split}.json").write_text(json.dumps(
       {"run": str(run), "parameters": which, "split": args.split, **table},
       indent=2))

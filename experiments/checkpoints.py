@@ -8,8 +8,11 @@ a run killed mid-save leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import pathlib
+import signal
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -18,6 +21,19 @@ import orbax.checkpoint as ocp
 
 class CheckpointError(RuntimeError):
   """A checkpoint is missing, unreadable or belongs to another run."""
+
+
+@contextlib.contextmanager
+def _silent_orbax():
+  """Orbax logs an unreadable checkpoint at ERROR with the whole file; the
+  caller says it in one line instead."""
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
 
 
 def _quiet_orbax():
@@ -38,6 +54,36 @@ def describe_differences(saved: Dict[str, Any], current: Dict[str, Any],
   return differences
 
 
+def _brief(error: Exception, limit: int = 160) -> str:
+  """An exception as one short line: TensorStore errors run to pages."""
+  text = " ".join(str(error).split())
+  if len(text) > limit:
+    text = text[:limit] + " ..."
+  return f"{type(error).__name__}: {text}"
+
+
+@contextlib.contextmanager
+def _test_hook_inside_save(step: int):
+  """Test hook: ``DNC_TEST_KILL_IN_SAVE=n`` kills the process (SIGKILL)
+  while the checkpoint of step ``n`` is written, its files complete but
+  not yet renamed into place: the window a power cut can hit."""
+  if os.environ.get("DNC_TEST_KILL_IN_SAVE") != str(step):
+    yield
+    return
+  from orbax.checkpoint._src.path import atomicity  # Test only.
+
+  async def kill(*args, **kwargs):
+    del args, kwargs
+    os.kill(os.getpid(), signal.SIGKILL)
+
+  original = atomicity.async_path.rename
+  atomicity.async_path.rename = kill
+  try:
+    yield
+  finally:
+    atomicity.async_path.rename = original
+
+
 class Checkpointer:
   """Saves and restores ``(state, record)`` pairs under ``directory/<step>``.
 
@@ -46,37 +92,51 @@ class Checkpointer:
     max_to_keep: how many recent checkpoints to keep.
   """
 
-  def __init__(self, directory, max_to_keep: int = 2):
+  def __init__(self, directory, max_to_keep: int = 2, create: bool = True):
     _quiet_orbax()
     self.directory = pathlib.Path(directory).absolute()
+    if not create and not self.directory.is_dir():
+      raise CheckpointError(f"no checkpoint folder {self.directory}")
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True,
+            max_to_keep=max_to_keep, create=create,
             enable_async_checkpointing=False))
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
+  def all_steps(self) -> list:
+    """The steps of the complete checkpoints, oldest first."""
+    return sorted(self._manager.all_steps())
+
   def save(self, step: int, state: Any, record: Dict[str, Any]):
     """Writes the checkpoint of ``step`` (replacing one of the same step)."""
     if step in self._manager.all_steps():
       self._manager.delete(step)
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        record=ocp.args.JsonSave(dict(record, step=step))), force=True)
-    self._manager.wait_until_finished()
+    try:
+      with _test_hook_inside_save(step):
+        self._manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            record=ocp.args.JsonSave(dict(record, step=step))), force=True)
+        self._manager.wait_until_finished()
+    except OSError as error:
+      raise CheckpointError(
+          f"writing the checkpoint of step {step} into {self.directory} "
+          f"failed ({error.strerror or error}); the previous checkpoints "
+          f"{self.all_steps()} are intact") from None
 
   def read_record(self, step: Optional[int] = None) -> Dict[str, Any]:
     """The JSON record of ``step`` (default: the latest)."""
     step = self._resolve(step)
     try:
-      return self._manager.restore(step, args=ocp.args.Composite(
-          record=ocp.args.JsonRestore()))["record"]
+      with _silent_orbax():
+        return self._manager.restore(step, args=ocp.args.Composite(
+            record=ocp.args.JsonRestore()))["record"]
     except Exception as error:  # orbax raises many types for a bad folder.
       raise CheckpointError(
           f"the checkpoint {self.directory / str(step)} could not be read "
-          f"({type(error).__name__}: {error}); it may be corrupt") from error
+          f"({_brief(error)}); it may be corrupt") from None
 
   def restore(self, template: Any, step: Optional[int] = None
               ) -> Tuple[Any, Dict[str, Any]]:
@@ -90,13 +150,14 @@ class Checkpointer:
     record = self.read_record(step)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract)))["state"]
+      with _silent_orbax():
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract)))["state"]
     except Exception as error:
       raise CheckpointError(
           f"the checkpoint {self.directory / str(step)} does not match this "
           f"run's model and optimiser, or is corrupt "
-          f"({type(error).__name__}: {error})") from error
+          f"({_brief(error)})") from None
     leaves = jax.tree.leaves(restored)
     treedef = jax.tree.structure(template)
     if len(leaves) != treedef.num_leaves:

@@ -1,8 +1,16 @@
 """A jit-compiled optax training loop with evaluation, checkpoints and resume.
 
-The loop is task-agnostic: a task supplies ``sample(rng, batch_size)``,
-``loss(logits, batch)`` and ``metrics(logits, batch)``; the model is any
-``apply(params, inputs) -> logits``. The batch of step ``s`` is drawn from
+The loop is task-agnostic: a task follows :mod:`experiments.tasks.base`
+(``sample(rng, batch_size)``, ``loss(logits, batch)``, ``metrics(logits,
+batch)``, and optionally ``evaluate``, a curriculum and its own closed-loop
+``make_train_step``); the model is any ``apply(params, inputs) -> logits``.
+:func:`train` is assembled from parts that each do one thing:
+:class:`RunFolder` (files), :func:`_initial_state` and
+:func:`resume_state` (fresh or restored state, via
+:func:`checkpoint_template`, the one template), :func:`build_step`,
+:func:`_evaluate` (evaluation, best parameters, curriculum),
+:class:`_Checkpointing`, :class:`_Progress` (logging) and
+:class:`_StopRequest` (Ctrl-C and SIGTERM). The batch of step ``s`` is drawn from
 ``np.random.default_rng([seed, s])``, so a resumed run sees exactly the data
 stream it would have seen uninterrupted.
 """
@@ -12,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import pathlib
 import signal
 import time
@@ -236,44 +245,265 @@ class MetricsLog:
       f.write(json.dumps(record) + "\n")
 
 
+def checkpoint_template(init_fn: Callable,
+                        optimizer_config: OptimizerConfig,
+                        inputs) -> TrainState:
+  """The state a checkpoint is restored into: the one place it is built.
+
+  The shapes, not the values, matter, so the seed is fixed; training,
+  ``dnc-plot`` and ``dnc-babi-eval`` all restore through this.
+  """
+  return initial_train_state(init_fn, optimizer_config, inputs, seed=0)
+
+
+def load_params(run_dir, init_fn: Callable,
+                optimizer_config: OptimizerConfig, inputs,
+                use_best: bool = False, step: Optional[int] = None
+                ) -> Tuple[Any, Dict[str, Any], str]:
+  """``(params, record, which)`` of a run folder's best or latest checkpoint.
+
+  ``best/`` is used when ``use_best`` and the run kept one; else the
+  newest intact checkpoint under ``checkpoints/`` (or ``step``).
+  """
+  run_dir = pathlib.Path(run_dir)
+  best = run_dir / "best"
+  if use_best and step is None and best.is_dir() and any(
+      p.name.isdigit() for p in best.iterdir()):
+    checkpointer = Checkpointer(best, max_to_keep=1, create=False)
+    template = checkpoint_template(init_fn, optimizer_config, inputs)
+    params, record = checkpointer.restore(template.params)
+    checkpointer.close()
+    return params, record, f"best (step {record['step']})"
+  checkpointer = Checkpointer(run_dir / "checkpoints", create=False)
+  template = checkpoint_template(init_fn, optimizer_config, inputs)
+  state, record = checkpointer.restore(template, step)
+  checkpointer.close()
+  return state.params, record, f"latest (step {record['step']})"
+
+
+class RunFolder:
+  """A run's files: checkpoints, the best parameters, ``metrics.jsonl``.
+
+  Creating one checks that ``out_dir`` can be written (a one-line
+  :class:`CheckpointError` otherwise).
+  """
+
+  def __init__(self, out_dir, keep_best: bool):
+    self.path = pathlib.Path(out_dir)
+    make_run_folder(self.path)
+    self.checkpoints = Checkpointer(self.path / "checkpoints")
+    self.best = (Checkpointer(self.path / "best", max_to_keep=1)
+                 if keep_best else None)
+    self.log = MetricsLog(self.path / "metrics.jsonl")
+
+  def close(self):
+    self.checkpoints.close()
+    if self.best is not None:
+      self.best.close()
+
+
+def make_run_folder(path: pathlib.Path):
+  """Creates ``path`` or raises a one-line :class:`CheckpointError`."""
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as error:
+    raise CheckpointError(f"cannot create the run folder {path}: "
+                          f"{error.strerror or error}") from None
+  if not os.access(path, os.W_OK):
+    raise CheckpointError(f"the run folder {path} is not writable")
+
+
+class _BestTracker:
+  """Picks the best parameters by ``select_metric`` and counts patience."""
+
+  def __init__(self, metric: Optional[str], state: Optional[Dict] = None):
+    self.metric = metric
+    self.state = state or {"value": None, "step": None, "evals_since": 0}
+
+  def update(self, results: Dict[str, float], step: int) -> bool:
+    """Whether ``results`` are the best so far (then ``step`` is kept)."""
+    if self.metric is None:
+      return False
+    if self.metric not in results:
+      raise KeyError(f"select_metric {self.metric!r} is not among the "
+                     f"evaluation's metrics {sorted(results)}")
+    value = results[self.metric]
+    if self.state["value"] is None or value < self.state["value"]:
+      self.state.update(value=value, step=step, evals_since=0)
+      return True
+    self.state["evals_since"] += 1
+    return False
+
+  def patience_spent(self, patience: Optional[int]) -> bool:
+    return patience is not None and self.state["evals_since"] >= patience
+
+
+def build_step(model, task, optimizer, loop_config: LoopConfig,
+               mesh: Optional[Mesh]) -> Callable:
+  """``step(state, batch, step_number) -> (state, metrics)``, jit-compiled.
+
+  The task's own (closed-loop) step when it has one, else the open-loop
+  step of :func:`make_train_step`, over ``mesh`` when data-parallel.
+  """
+  own = getattr(task, "make_train_step", None)
+  task_step = own(model, optimizer) if own is not None else None
+  if task_step is not None:
+    if mesh is not None:
+      raise ValueError(f"task {getattr(task, 'name', task)!r} brings its "
+                       "own step, which does not run data-parallel")
+    base_key = jax.random.PRNGKey(loop_config.seed)
+
+    def closed_loop(state, batch, step_number):
+      key = jax.random.fold_in(base_key, step_number)
+      state, metrics = task_step(state, batch, key)
+      if "grad_norm" not in metrics:
+        metrics = dict(metrics, grad_norm=jnp.float32(0))
+      return state, metrics
+
+    return jax.jit(closed_loop, donate_argnums=0)
+  if mesh is None:
+    step_fn = make_train_step(model.apply, task, optimizer)
+  else:
+    step_fn = data_parallel_step(
+        make_train_step(model.apply, task, optimizer, axis_name="data"), mesh)
+  jitted = jax.jit(step_fn, donate_argnums=0)
+  return lambda state, batch, step_number: jitted(state, batch)
+
+
+def _curriculum(task) -> Dict[str, Any]:
+  get = getattr(task, "curriculum_state", None)
+  return dict(get()) if get is not None else {}
+
+
+def _check_record(checkpointer: Checkpointer, record: Dict[str, Any],
+                  run_record: Dict[str, Any]):
+  differences = describe_differences(
+      _without_steps(record.get("run", {})), _without_steps(run_record))
+  if differences:
+    raise CheckpointError(
+        "the checkpoint in {} belongs to a different run: {}".format(
+            checkpointer.directory, "; ".join(differences)))
+
+
+def resume_state(checkpointer: Checkpointer, template: TrainState,
+                 run_record: Dict[str, Any]) -> Tuple[TrainState, Dict]:
+  """The newest intact checkpoint's ``(state, record)``.
+
+  A corrupt checkpoint is skipped with a warning naming it; the run record
+  must match ``run_record`` (``loop.steps`` aside).
+
+  Raises:
+    CheckpointError: no intact checkpoint, or one of another run.
+  """
+  failures = []
+  for step in checkpointer.all_steps()[::-1]:
+    try:
+      record = checkpointer.read_record(step)
+    except CheckpointError as error:
+      failures.append(str(error))
+      print(f"warning: {error}; trying an older one", flush=True)
+      continue
+    _check_record(checkpointer, record, run_record)
+    try:
+      state, record = checkpointer.restore(template, step)
+    except CheckpointError as error:
+      failures.append(str(error))
+      print(f"warning: {error}; trying an older one", flush=True)
+      continue
+    return state, record
+  raise CheckpointError(f"no intact checkpoint in {checkpointer.directory}: "
+                        + "; ".join(failures))
+
+
+class _Progress:
+  """A tqdm bar started after the first (compiling) step, so its rate and
+  ETA count training only."""
+
+  def __init__(self, total: int, enabled: bool):
+    self.total, self.enabled, self.bar = total, enabled, None
+
+  def start(self, initial: int):
+    from tqdm import tqdm  # Imported late: only the loop needs it.
+    self.bar = tqdm(total=self.total, initial=initial,
+                    disable=not self.enabled, dynamic_ncols=True)
+
+  def update(self, metrics: Optional[Dict[str, float]] = None):
+    if self.bar is not None:
+      self.bar.update(1)
+      if metrics:
+        self.bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()
+                              if k != "grad_norm"})
+
+  def write(self, line: str):
+    if self.bar is not None:
+      self.bar.write(line)
+    else:
+      print(line, flush=True)
+
+  def close(self):
+    if self.bar is not None:
+      self.bar.close()
+
+
 def train(*, init_fn: Callable, apply_fn: Callable, task,
           optimizer_config: OptimizerConfig, loop_config: LoopConfig,
           out_dir, run_record: Dict[str, Any],
           evaluate: Optional[Callable[[Any], Dict[str, float]]] = None,
           resume: bool = False, progress: bool = True,
-          stop_after: Optional[int] = None) -> Dict[str, Any]:
+          stop_after: Optional[int] = None, model=None) -> Dict[str, Any]:
   """Trains, evaluates and checkpoints; returns the final summary.
 
   Args:
     init_fn: ``init_fn(rng, inputs) -> params``.
     apply_fn: ``apply_fn(params, inputs [T, B, X]) -> logits [T, B, Y]``.
-    task: supplies ``sample``, ``loss`` and ``metrics``.
+    task: a :class:`experiments.tasks.base.Task` (at least ``sample``,
+      ``loss`` and ``metrics``).
     optimizer_config, loop_config: see their classes.
     out_dir: run folder: ``checkpoints/``, ``best/``, ``metrics.jsonl``.
     run_record: the run's configuration as plain JSON data; saved with every
       checkpoint, and a resumed run must match it (``loop.steps`` aside).
     evaluate: ``evaluate(params) -> {name: value}``, run every
-      ``eval_every`` steps and at the end.
-    resume: continue from the latest checkpoint in ``out_dir``. Without it,
-      a folder that already holds checkpoints is refused.
+      ``eval_every`` steps and at the end; default: the task's
+      ``evaluate`` if it has one.
+    resume: continue from the newest intact checkpoint in ``out_dir``.
+      Without it, a folder that already holds checkpoints is refused.
     progress: show a progress bar.
     stop_after: stop (and checkpoint) once this step is reached, as if
       interrupted; for tests and time-boxed sessions.
+    model: an :class:`experiments.models.Model` (default: ``init_fn`` and
+      ``apply_fn`` without a core) handed to a closed-loop task.
   Returns:
     ``{"step", "stopped", "train": last batch metrics, "eval": last
-    evaluation}``.
+    evaluation, "best"}``.
   """
-  from tqdm import tqdm  # Imported late: only the loop needs it.
-
-  out_dir = pathlib.Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  checkpointer = Checkpointer(out_dir / "checkpoints")
-  best_checkpointer = (Checkpointer(out_dir / "best", max_to_keep=1)
-                       if loop_config.select_metric else None)
-  log = MetricsLog(out_dir / "metrics.jsonl")
-  optimizer = make_optimizer(optimizer_config)
+  from experiments.models import Model  # Late: models imports dnc_jax.
+  model = model or Model(init_fn, apply_fn)
+  folder = RunFolder(out_dir, keep_best=loop_config.select_metric is not None)
   mesh = (data_mesh(loop_config.batch_size) if loop_config.data_parallel
           else None)
+  sample = _make_sampler(task, loop_config, mesh)
+  run_record = json.loads(json.dumps(run_record))  # Plain JSON, as saved.
+  state, start, best = _initial_state(folder, init_fn, optimizer_config,
+                                      loop_config, task, sample, run_record,
+                                      resume, mesh)
+  train_step = build_step(model, task, make_optimizer(optimizer_config),
+                          loop_config, mesh)
+  evaluate = evaluate or _task_evaluate(task, model.apply)
+  checkpoint = _Checkpointing(folder, run_record, best, task)
+  try:
+    state, step, stopped, last_train, last_eval = _run_steps(
+        state, start, train_step, sample, loop_config, folder, checkpoint,
+        evaluate, task, progress, stop_after)
+  finally:
+    folder.close()
+  summary = {"step": step, "stopped": stopped, "train": last_train,
+             "eval": last_eval, "best": best.state}
+  (folder.path / "summary.json").write_text(json.dumps(summary, indent=2))
+  return summary
+
+
+def _make_sampler(task, loop_config: LoopConfig, mesh: Optional[Mesh]):
+  """``sample(step) -> batch``: seeded by step, sharded when data-parallel."""
 
   def sample(step: int):
     rng = np.random.default_rng([loop_config.seed, step])
@@ -284,93 +514,134 @@ def train(*, init_fn: Callable, apply_fn: Callable, task,
           mesh, PartitionSpec(None, "data")))
     return batch
 
+  return sample
+
+
+def _initial_state(folder: RunFolder, init_fn, optimizer_config, loop_config,
+                   task, sample, run_record, resume, mesh):
+  """``(state, start step, best tracker)``: fresh or from a checkpoint."""
+
   def replicate(tree):
     return tree if mesh is None else jax.device_put(
         tree, NamedSharding(mesh, PartitionSpec()))
 
-  state = replicate(initial_train_state(init_fn, optimizer_config,
-                                        np.asarray(sample(0).inputs),
-                                        loop_config.seed))
-  start, best = 0, {"value": None, "step": None, "evals_since": 0}
-  run_record = json.loads(json.dumps(run_record))  # Plain JSON, as saved.
+  inputs = np.asarray(sample(0).inputs)
+  state = initial_train_state(init_fn, optimizer_config, inputs,
+                              loop_config.seed)
+  best = _BestTracker(loop_config.select_metric)
+  checkpointer = folder.checkpoints
+  if checkpointer.latest_step() is None:
+    if resume:
+      print(f"no checkpoint in {checkpointer.directory}: starting afresh")
+    return replicate(state), 0, best
+  if not resume:
+    raise CheckpointError(
+        f"{checkpointer.directory} already holds checkpoints: pass "
+        "resume=True (--resume) to continue that run, or use another "
+        "output folder")
+  state, saved = resume_state(checkpointer, state, run_record)
+  restore = getattr(task, "restore_curriculum", None)
+  if restore is not None:
+    restore(saved.get("curriculum", {}))
+  best = _BestTracker(loop_config.select_metric, saved.get("best"))
+  print(f"resumed from step {saved['step']} of {checkpointer.directory}")
+  return replicate(state), saved["step"], best
 
-  if checkpointer.latest_step() is not None:
-    if not resume:
-      raise CheckpointError(
-          f"{checkpointer.directory} already holds checkpoints: pass "
-          "resume=True (--resume) to continue that run, or use another "
-          "output folder")
-    saved = checkpointer.read_record()
-    differences = describe_differences(
-        _without_steps(saved.get("run", {})), _without_steps(run_record))
-    if differences:
-      raise CheckpointError(
-          "the checkpoint in {} belongs to a different run: {}".format(
-              checkpointer.directory, "; ".join(differences)))
-    state, saved = checkpointer.restore(state)
-    state = replicate(state)
-    start, best = saved["step"], saved.get("best", best)
-    print(f"resumed from step {start} of {checkpointer.directory}")
-  elif resume:
-    print(f"no checkpoint in {checkpointer.directory}: starting afresh")
 
-  if mesh is None:
-    step_fn = make_train_step(apply_fn, task, optimizer)
-  else:
-    step_fn = data_parallel_step(
-        make_train_step(apply_fn, task, optimizer, axis_name="data"), mesh)
-  train_step = jax.jit(step_fn, donate_argnums=0)
+class _Checkpointing:
+  """Writes the periodic, final and best checkpoints with the run record."""
 
-  def save(step):
-    checkpointer.save(step, state, {"run": run_record, "best": best})
+  def __init__(self, folder: RunFolder, run_record, best: _BestTracker,
+               task):
+    self.folder, self.run_record, self.best, self.task = (
+        folder, run_record, best, task)
 
-  def run_evaluation(step) -> Dict[str, float]:
-    results = evaluate(state.params) if evaluate else {}
-    log.write(kind="eval", step=step, time=time.time(), **results)
-    metric = loop_config.select_metric
-    if metric is not None:
-      if metric not in results:
-        raise KeyError(f"select_metric {metric!r} is not among the "
-                       f"evaluation's metrics {sorted(results)}")
-      if best["value"] is None or results[metric] < best["value"]:
-        best.update(value=results[metric], step=step, evals_since=0)
-        best_checkpointer.save(step, state.params, {"run": run_record,
-                                                    "metric": metric,
-                                                    "value": results[metric]})
-      else:
-        best["evals_since"] += 1
-    return results
+  def save(self, step: int, state: TrainState):
+    record = {"run": self.run_record, "best": self.best.state}
+    curriculum = _curriculum(self.task)
+    if curriculum:
+      record["curriculum"] = curriculum
+    self.folder.checkpoints.save(step, state, record)
 
+  def save_best(self, step: int, state: TrainState, value: float):
+    self.folder.best.save(step, state.params, {
+        "run": self.run_record, "metric": self.best.metric, "value": value})
+
+
+def _task_evaluate(task, apply_fn):
+  """``evaluate(params)`` from the task's own ``evaluate``, if it has one."""
+  if not hasattr(task, "evaluate"):
+    return None
+  predict = jax.jit(apply_fn)
+  step_box = {"step": 0}
+
+  def evaluate(params):
+    return task.evaluate(predict, params, step_box["step"])
+
+  evaluate.step_box = step_box
+  return evaluate
+
+
+def _evaluate(state, step, evaluate, folder: RunFolder,
+              checkpoint: _Checkpointing, task) -> Dict[str, float]:
+  """Runs ``evaluate``, logs it, keeps the best, lets the curriculum move."""
+  if evaluate is not None and hasattr(evaluate, "step_box"):
+    evaluate.step_box["step"] = step
+  _slow_evaluation_hook()
+  results = evaluate(state.params) if evaluate else {}
+  extra = {}
+  curriculum = _curriculum(task)
+  if curriculum:
+    extra["curriculum"] = curriculum
+  folder.log.write(kind="eval", step=step, time=time.time(), **results,
+                   **extra)
+  if checkpoint.best.update(results, step):
+    checkpoint.save_best(step, state, results[checkpoint.best.metric])
+  advance = getattr(task, "after_evaluation", None)
+  if advance is not None:
+    changed = advance(results)
+    if changed:
+      folder.log.write(kind="curriculum", step=step, time=time.time(),
+                       **changed)
+  return results
+
+
+def _run_steps(state, start, train_step, sample, loop_config: LoopConfig,
+               folder: RunFolder, checkpoint: _Checkpointing, evaluate, task,
+               progress: bool, stop_after: Optional[int]):
+  """The step loop; returns ``(state, step, stopped, train, eval)``."""
   stop = _StopRequest()
+  bar = _Progress(loop_config.steps, progress)
   last_train, last_eval, stopped = {}, {}, None
-  bar = tqdm(total=loop_config.steps, initial=start, disable=not progress,
-             dynamic_ncols=True)
   step = start
   with stop.installed():
     # A crash inside this block propagates without a final save: the state
     # may be half-donated, and the last periodic checkpoint stands.
     try:
       while step < loop_config.steps:
-        state, metrics = train_step(state, sample(step))
+        state, metrics = train_step(state, sample(step), step)
+        if step == start:  # The first step compiled: time the rest only.
+          jax.block_until_ready(metrics)
+          bar.start(start)
         step += 1
-        bar.update(1)
+        logged = None
         if step % loop_config.log_every == 0 or step == loop_config.steps:
-          last_train = _host(metrics)
-          log.write(kind="train", step=step, time=time.time(), **last_train)
-          bar.set_postfix({k: f"{v:.3g}" for k, v in last_train.items()
-                           if k != "grad_norm"})
-        evaluate_now = (loop_config.eval_every
-                        and step % loop_config.eval_every == 0)
+          logged = last_train = _host(metrics)
+          folder.log.write(kind="train", step=step, time=time.time(),
+                           **last_train)
+        bar.update(logged)
         fresh_eval = {}
-        if evaluate_now and step < loop_config.steps:
-          fresh_eval = last_eval = run_evaluation(step)
+        if (loop_config.eval_every and step % loop_config.eval_every == 0
+            and step < loop_config.steps):
+          fresh_eval = last_eval = _evaluate(state, step, evaluate, folder,
+                                             checkpoint, task)
           bar.write(f"step {step}: " + ", ".join(
               f"{k} {v:.4g}" for k, v in last_eval.items()))
-          if (loop_config.patience is not None
-              and best["evals_since"] >= loop_config.patience):
+          if checkpoint.best.patience_spent(loop_config.patience):
             stopped = "early stopping"
         if step % loop_config.checkpoint_every == 0:
-          save(step)
+          checkpoint.save(step, state)
+        _fault_point(step)
         if stop.requested:
           stopped = "interrupted"
         elif stop_after is not None and step >= stop_after:
@@ -382,14 +653,26 @@ def train(*, init_fn: Callable, apply_fn: Callable, task,
     finally:
       bar.close()
     if step > start and step % loop_config.checkpoint_every:
-      save(step)
-  if stopped is None:
-    last_eval = run_evaluation(step)
-  checkpointer.close()
-  summary = {"step": step, "stopped": stopped, "train": last_train,
-             "eval": last_eval, "best": best}
-  (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-  return summary
+      checkpoint.save(step, state)
+    if stopped is None:  # Ctrl-C here still lets the evaluation finish.
+      last_eval = _evaluate(state, step, evaluate, folder, checkpoint, task)
+  return state, step, stopped, last_train, last_eval
+
+
+def _slow_evaluation_hook():
+  """Test hook: ``DNC_TEST_EVAL_SLEEP=s`` says so and sleeps in evaluations
+  (to send Ctrl-C into one)."""
+  delay = os.environ.get("DNC_TEST_EVAL_SLEEP")
+  if delay:
+    print("evaluation started", flush=True)
+    time.sleep(float(delay))
+
+
+def _fault_point(step: int):
+  """Test hook: ``DNC_TEST_KILL_AT_STEP=n`` kills the process at step n."""
+  at = os.environ.get("DNC_TEST_KILL_AT_STEP")
+  if at is not None and int(at) == step:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _reached(stop_below: Optional[Tuple[str, float]],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, NamedTuple, Optional
 
 import haiku as hk
 
@@ -62,3 +62,57 @@ def babi_model(kind: str, config: DNCConfig,
     return outputs
 
   return hk.without_apply_rng(hk.transform(forward))
+
+
+class CoreModel(NamedTuple):
+  """A model a step at a time, for closed-loop tasks.
+
+  Attributes:
+    initial_state: ``initial_state(params, batch_size) -> state``.
+    step: ``step(params, x [B, X], state) -> (y [B, Y], state)``.
+  """
+
+  initial_state: Callable
+  step: Callable
+
+
+class Model(NamedTuple):
+  """What the trainer hands a task: the sequence model and, if any, its core.
+
+  Attributes:
+    init: ``init(rng, inputs [T, B, X]) -> params``.
+    apply: ``apply(params, inputs [T, B, X]) -> outputs [T, B, Y]``.
+    core: the same parameters a step at a time (``None`` if unavailable).
+  """
+
+  init: Callable
+  apply: Callable
+  core: Optional[CoreModel] = None
+
+
+def dnc_core(config: DNCConfig) -> CoreModel:
+  """:func:`unrolled_dnc`'s DNC one step at a time (same parameters)."""
+
+  def functions():
+    core = DNC(config)
+
+    def init(inputs):
+      return core(inputs, core.initial_state(inputs.shape[0]))
+
+    def initial_state(batch_size):
+      return core.initial_state(batch_size)
+
+    def step(inputs, state):
+      return core(inputs, state)
+
+    return init, (initial_state, step)
+
+  transformed = hk.without_apply_rng(hk.multi_transform(functions))
+  initial_state, step = transformed.apply
+  return CoreModel(initial_state, step)
+
+
+def dnc_model(config: DNCConfig) -> Model:
+  """The DNC as a :class:`Model`: unrolled, and a step at a time."""
+  unrolled = unrolled_dnc(config)
+  return Model(unrolled.init, unrolled.apply, dnc_core(config))

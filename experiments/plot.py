@@ -16,25 +16,26 @@ from typing import List, Optional
 import numpy as np
 
 from dnc_jax import DNCConfig
-from experiments import bit_tasks
 from experiments.checkpoints import Checkpointer, CheckpointError
-from experiments.loop import OptimizerConfig, initial_train_state
+from experiments.loop import OptimizerConfig, load_params, make_run_folder
 from experiments.models import unrolled_dnc
+from experiments.tasks import bit
 from experiments.plotting import plot_memory, record
 
 
 def load_run(run: pathlib.Path, step: Optional[int] = None):
   """``(task, DNCConfig, params)`` of a ``dnc-train`` run's checkpoint."""
-  checkpointer = Checkpointer(run / "checkpoints")
+  checkpointer = Checkpointer(run / "checkpoints", create=False)
   saved = checkpointer.read_record(step)["run"]
-  task = bit_tasks.TASKS[saved["task_name"]](**saved["task"])
-  config = DNCConfig(**saved["model"])
-  template = initial_train_state(
-      unrolled_dnc(config).init, OptimizerConfig(**saved["optimizer"]),
-      task.sample(np.random.default_rng(0), 1).inputs, seed=0)
-  state, _ = checkpointer.restore(template, step)
   checkpointer.close()
-  return task, config, state.params
+  if "task_name" not in saved:
+    raise CheckpointError(f"{run} is not a dnc-train bit-task run")
+  task = bit.TASKS[saved["task_name"]](**saved["task"])
+  config = DNCConfig(**saved["model"])
+  params, _, _ = load_params(
+      run, unrolled_dnc(config).init, OptimizerConfig(**saved["optimizer"]),
+      task.sample(np.random.default_rng(0), 1).inputs, step=step)
+  return task, config, params
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -54,6 +55,9 @@ def main(argv: Optional[List[str]] = None) -> int:
   if args.example < 0:
     parser.error(f"--example must be >= 0, got {args.example}")
   run = pathlib.Path(args.run)
+  if not (run / "checkpoints").is_dir():
+    parser.exit(2, f"dnc-plot: error: {run} is not a run folder (no "
+                "checkpoints/ in it)\n")
   try:
     task, config, params = load_run(run, args.step)
   except (CheckpointError, KeyError, ValueError) as error:
@@ -63,7 +67,10 @@ def main(argv: Optional[List[str]] = None) -> int:
   batch = task.sample(np.random.default_rng(args.seed), args.example + 1)
   rec = record(config, params, batch, example=args.example)
   out = pathlib.Path(args.out) if args.out else run
-  out.mkdir(parents=True, exist_ok=True)
+  try:
+    make_run_folder(out)
+  except CheckpointError as error:
+    parser.exit(2, f"dnc-plot: error: {error}\n")
   kind = "longer" if args.longer else "trained"
   path = out / f"memory-{kind}-{args.example}.png"
   plot_memory(rec, path, title=f"{type(task).__name__} ({kind} lengths)")

@@ -106,15 +106,29 @@ def test_resume_can_extend_steps_but_not_change_the_model(uninterrupted,
     run(tiny_settings(), tmp_path / "run")
 
 
-def test_corrupt_checkpoint_gives_a_clear_error(uninterrupted, tmp_path):
-  full_out, _ = uninterrupted
-  shutil.copytree(full_out, tmp_path / "run")
-  latest = tmp_path / "run" / "checkpoints" / "6"
-  for path in latest.rglob("*"):
+def corrupt(folder):
+  for path in folder.rglob("*"):
     if path.is_file() and path.stat().st_size > 0:
       path.write_bytes(b"garbage")
-  with pytest.raises(CheckpointError, match="corrupt"):
-    run(tiny_settings(), tmp_path / "run", resume=True)
+
+
+def test_corrupt_checkpoint_gives_a_clear_error(uninterrupted, tmp_path,
+                                                capsys):
+  full_out, _ = uninterrupted
+  shutil.copytree(full_out, tmp_path / "run")
+  # The newest is corrupt: resume falls back to the older one, naming it.
+  corrupt(tmp_path / "run" / "checkpoints" / "6")
+  summary = run(tiny_settings(steps=7), tmp_path / "run", resume=True)
+  printed = capsys.readouterr()
+  assert "checkpoints/6 could not be read" in printed.out
+  assert "resumed from step 3" in printed.out
+  assert summary["step"] == 7
+  assert "Traceback" not in printed.out + printed.err
+  # Every checkpoint corrupt: one clear error.
+  for step in os.listdir(tmp_path / "run" / "checkpoints"):
+    corrupt(tmp_path / "run" / "checkpoints" / step)
+  with pytest.raises(CheckpointError, match="no intact checkpoint.*corrupt"):
+    run(tiny_settings(steps=8), tmp_path / "run", resume=True)
 
 
 def test_plot_writes_a_png(uninterrupted, tmp_path):

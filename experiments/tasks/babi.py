@@ -1,0 +1,346 @@
+"""bAbI as a training task: batches in length buckets, loss, evaluation.
+
+Stories are joint over the 20 tasks, drawn at random; a batch takes stories
+of one length bucket and pads them to the bucket's length, so ``jit``
+compiles once per bucket, not once per story. Batches are time-major token
+ids; the model one-hot encodes them. The loss is the softmax cross-entropy
+at the '-' steps only; a question is answered right when every one of its
+answer words is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import (Any, Callable, Dict, List, NamedTuple, Optional,
+                    Sequence, Tuple)
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.babi_data import Story, Vocabulary
+from experiments.tasks.base import TaskBase
+
+BUCKETS = (32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+
+# Extended Data Table 1: the DNC1 mean question error per task (%).
+PAPER_DNC1_MEAN = {1: 9.0, 2: 39.2, 3: 39.6, 4: 0.4, 5: 1.5, 6: 6.9, 7: 9.8,
+                   8: 5.5, 9: 7.7, 10: 9.6, 11: 3.3, 12: 5.0, 13: 3.1,
+                   14: 11.0, 15: 27.2, 16: 53.6, 17: 32.4, 18: 4.2,
+                   19: 64.6, 20: 0.0}
+PAPER_DNC1_MEAN_ERROR = 16.7
+PAPER_BEST_MEAN_ERROR = 3.8
+FAILED_ABOVE = 5.0  # % error at which a task counts as failed
+
+
+class BabiBatch(NamedTuple):
+  """Time-major, padded to a bucket's length.
+
+  Attributes:
+    inputs: ``[T, B]`` int32 word ids (0 = padding).
+    targets: ``[T, B]`` int32 answer word ids at the '-' steps, else 0.
+    mask: ``[T, B]`` float32, 1 at the '-' steps.
+  """
+
+  inputs: np.ndarray
+  targets: np.ndarray
+  mask: np.ndarray
+
+
+class EncodedStory(NamedTuple):
+  task: int
+  inputs: np.ndarray     # [L] word ids
+  targets: np.ndarray    # [L] answer ids at '-' steps
+  questions: np.ndarray  # [L] question index at '-' steps, -1 elsewhere
+
+
+def encode(story: Story, vocab: Vocabulary) -> EncodedStory:
+  inputs = vocab.encode(story.tokens, f" (task {story.task})")
+  answer_steps = np.nonzero(inputs == vocab.index["-"])[0]
+  targets = np.zeros_like(inputs)
+  targets[answer_steps] = vocab.encode(story.answers,
+                                       f" (task {story.task})")
+  questions = np.full(inputs.shape, -1, np.int32)
+  questions[answer_steps] = story.questions
+  return EncodedStory(story.task, inputs, targets, questions)
+
+
+def bucket_of(length: int, buckets: Sequence[int] = BUCKETS) -> int:
+  for bucket in buckets:
+    if length <= bucket:
+      return bucket
+  raise ValueError(f"a story of {length} words is longer than the largest "
+                   f"bucket ({buckets[-1]})")
+
+
+def pad_batch(stories: Sequence[EncodedStory], length: int,
+              batch_size: int) -> BabiBatch:
+  """Stories into one batch of ``batch_size`` (extra rows all padding)."""
+  inputs = np.zeros((length, batch_size), np.int32)
+  targets = np.zeros((length, batch_size), np.int32)
+  mask = np.zeros((length, batch_size), np.float32)
+  for b, story in enumerate(stories):
+    n = len(story.inputs)
+    inputs[:n, b] = story.inputs
+    targets[:n, b] = story.targets
+    mask[:n, b] = story.questions >= 0
+  return BabiBatch(inputs, targets, mask)
+
+
+class BabiTask(TaskBase):
+  """Joint training over the given stories.
+
+  Args:
+    stories: training stories (any tasks).
+    vocab: the vocabulary (from the training stories).
+    buckets: padded lengths; each batch uses one.
+    valid: validation stories for :meth:`evaluate` (``None``: no
+      evaluation).
+    eval_batch_size: stories per evaluation batch.
+  """
+
+  name = "babi"
+
+  def __init__(self, stories: Sequence[Story], vocab: Vocabulary,
+               buckets: Sequence[int] = BUCKETS,
+               valid: Optional[Sequence[Story]] = None,
+               eval_batch_size: int = 32):
+    if not stories:
+      raise ValueError("no training stories")
+    self.vocab = vocab
+    self.valid = list(valid) if valid is not None else None
+    self.eval_batch_size = eval_batch_size
+    self.buckets = tuple(buckets)
+    self.input_size = self.output_size = len(vocab)
+    encoded = [encode(s, vocab) for s in stories]
+    by_bucket: Dict[int, List[EncodedStory]] = {}
+    for story in encoded:
+      by_bucket.setdefault(bucket_of(len(story.inputs), self.buckets),
+                           []).append(story)
+    self._by_bucket = dict(sorted(by_bucket.items()))
+    counts = np.array([len(v) for v in self._by_bucket.values()], float)
+    # Bucket first, in proportion to its stories, then a story uniformly
+    # within it: every story is as likely as with uniform sampling.
+    self._bucket_probabilities = counts / counts.sum()
+
+  def sample(self, rng: np.random.Generator, batch_size: int) -> BabiBatch:
+    keys = list(self._by_bucket)
+    bucket = keys[rng.choice(len(keys), p=self._bucket_probabilities)]
+    pool = self._by_bucket[bucket]
+    chosen = rng.integers(0, len(pool), batch_size)
+    return pad_batch([pool[i] for i in chosen], bucket, batch_size)
+
+  def loss(self, logits: jax.Array, batch: BabiBatch) -> jax.Array:
+    """Softmax cross-entropy at the '-' steps, summed, mean over the batch."""
+    log_probs = jax.nn.log_softmax(logits)
+    picked = jnp.take_along_axis(log_probs, batch.targets[..., None],
+                                 axis=-1)[..., 0]
+    return -jnp.sum(picked * batch.mask) / logits.shape[1]
+
+  def metrics(self, logits: jax.Array,
+              batch: BabiBatch) -> Dict[str, jax.Array]:
+    right = (jnp.argmax(logits, -1) == batch.targets) * batch.mask
+    return {"word_error": 1.0 - jnp.sum(right) / jnp.maximum(
+        jnp.sum(batch.mask), 1.0)}
+
+
+  def evaluate(self, predict: Callable, params: Any,
+               step: int) -> Dict[str, float]:
+    """Question error per task on the validation stories (%), its mean and
+    the failed tasks; ``predict(params, ids) -> outputs [T, B, V]``."""
+    del step
+    if not self.valid:
+      return {}
+    if getattr(self, "_predict", None) is not predict:  # Compile once.
+      self._predict, self._argmax = predict, _argmax(predict)
+    argmax = self._argmax
+    counts = evaluate(lambda ids: argmax(params, ids), self.valid,
+                      self.vocab, self.eval_batch_size, self.buckets)
+    table = error_table(counts)
+    results = {"valid/mean_error": table["mean_error"],
+               "valid/failed_tasks": float(table["failed_tasks"])}
+    results.update({f"valid/task{t}": e
+                    for t, e in table["per_task"].items()})
+    return results
+
+
+def _argmax(predict: Callable) -> Callable:
+  return jax.jit(lambda params, ids: jnp.argmax(predict(params, ids), -1))
+
+
+def one_hot_inputs(apply_fn: Callable, vocab_size: int) -> Callable:
+  """``apply(params, ids [T, B])`` for a model that takes one-hot inputs."""
+
+  def apply(params, ids):
+    return apply_fn(params, jax.nn.one_hot(ids, vocab_size))
+
+  return apply
+
+
+def evaluate(predict: Callable, stories: Sequence[Story], vocab: Vocabulary,
+             batch_size: int = 32,
+             buckets: Sequence[int] = BUCKETS) -> Dict[int, Tuple[int, int]]:
+  """``{task: (wrong questions, questions)}`` over ``stories``.
+
+  Args:
+    predict: ``predict(ids [T, B]) -> predicted ids [T, B]``.
+  """
+  encoded = [encode(s, vocab) for s in stories]
+  by_bucket: Dict[int, List[EncodedStory]] = {}
+  for story in encoded:
+    by_bucket.setdefault(bucket_of(len(story.inputs), buckets),
+                         []).append(story)
+  counts: Dict[int, List[int]] = {}
+  for bucket, group in sorted(by_bucket.items()):
+    for start in range(0, len(group), batch_size):
+      chunk = group[start:start + batch_size]
+      batch = pad_batch(chunk, bucket, batch_size)
+      predicted = np.asarray(predict(batch.inputs))
+      for b, story in enumerate(chunk):
+        n = len(story.inputs)
+        right = predicted[:n, b] == story.targets
+        steps = story.questions >= 0
+        wrong = set(story.questions[steps & ~right].tolist())
+        total = int(story.questions.max()) + 1 if steps.any() else 0
+        tally = counts.setdefault(story.task, [0, 0])
+        tally[0] += len(wrong)
+        tally[1] += total
+  return {task: (w, n) for task, (w, n) in sorted(counts.items())}
+
+
+def partial_tasks(stories: Sequence[Story], share: float = 0.9) -> List[int]:
+  """Tasks whose stories hold fewer than ``share`` of the most questions.
+
+  In the published en-10k set every task has 10,000 training questions
+  but task 3, which has 1,925: that task is trained on partial data. This
+  is computed from the stories given, not assumed.
+  """
+  questions: Dict[int, int] = {}
+  for story in stories:
+    questions[story.task] = questions.get(story.task, 0) + (
+        story.num_questions)
+  if not questions:
+    return []
+  most = max(questions.values())
+  return sorted(t for t, n in questions.items() if n < share * most)
+
+
+def error_table(counts: Dict[int, Tuple[int, int]],
+                partial: Sequence[int] = ()) -> Dict:
+  """Per-task error (%), mean error and failed tasks, beside the paper's.
+
+  ``partial``: tasks trained on partial data (see :func:`partial_tasks`),
+  so marked in :func:`markdown_table`.
+  """
+  per_task = {task: 100.0 * wrong / max(total, 1)
+              for task, (wrong, total) in counts.items()}
+  errors = list(per_task.values())
+  return {
+      "per_task": per_task,
+      "questions": {task: total for task, (_, total) in counts.items()},
+      "mean_error": float(np.mean(errors)) if errors else float("nan"),
+      "failed_tasks": int(sum(e > FAILED_ABOVE for e in errors)),
+      "partial": sorted(int(t) for t in partial),
+  }
+
+
+def markdown_table(table: Dict, split: str) -> str:
+  """Extended Data Table 1's layout: task, error, the paper's DNC1 mean."""
+  lines = [f"| task | {split} error % | questions | paper DNC1 mean % |",
+           "|---|---|---|---|"]
+  for task, error in table["per_task"].items():
+    note = " (partial data)" if task in table.get("partial", ()) else ""
+    lines.append(f"| {task}{note} | {error:.1f} | {table['questions'][task]} "
+                 f"| {PAPER_DNC1_MEAN.get(task, float('nan')):.1f} |")
+  lines.append(f"| **mean** | **{table['mean_error']:.1f}** | | "
+               f"{PAPER_DNC1_MEAN_ERROR} (best run {PAPER_BEST_MEAN_ERROR}) |")
+  lines.append(f"| **failed (> {FAILED_ABOVE:g}%)** | "
+               f"**{table['failed_tasks']}** | | 11.2 |")
+  return "\n".join(lines)
+
+
+# Presets: Extended Data Table 2. ``dnc1`` (LSTM 256, memory 256 x 64, 4
+# read heads), ``dnc2`` (256 x 32, 8 read heads), ``lstm`` (the LSTM-only
+# baseline, 512 units); RMSProp 1e-4 with momentum 0.9 and controller
+# gradients clipped to +-10.
+_BABI_OPTIMIZER = dict(name="rmsprop", learning_rate=1e-4, momentum=0.9,
+                       max_grad_norm=50.0)
+_BABI_LOOP = dict(steps=500_000, batch_size=16, seed=0, log_every=50,
+                  eval_every=2000, checkpoint_every=500, patience=20)
+_BABI_TASK = dict(data_dir=None, tasks=None, valid_fraction=0.1,
+                  eval_stories=200, remat_chunk=None)
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "dnc1": {"kind": "dnc", "task": _BABI_TASK,
+             "model": dict(controller="lstm", hidden_size=256,
+                           memory_size=256, word_size=64, num_reads=4,
+                           num_writes=1, clip_value=20.0,
+                           controller_grad_clip=10.0),
+             "optimizer": _BABI_OPTIMIZER, "loop": _BABI_LOOP},
+    "dnc2": {"kind": "dnc", "task": _BABI_TASK,
+             "model": dict(controller="lstm", hidden_size=256,
+                           memory_size=256, word_size=32, num_reads=8,
+                           num_writes=1, clip_value=20.0,
+                           controller_grad_clip=10.0),
+             "optimizer": _BABI_OPTIMIZER, "loop": _BABI_LOOP},
+    "lstm": {"kind": "lstm", "task": _BABI_TASK,
+             "model": dict(hidden_size=512),
+             "optimizer": _BABI_OPTIMIZER, "loop": _BABI_LOOP},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BabiConfig:
+  """The bAbI task's settings (the ``task`` section of a bAbI preset).
+
+  Attributes:
+    data_dir: folder with qaN_*_train.txt (and _test.txt).
+    tasks: comma-separated task numbers (default: all).
+    valid_fraction: share of each task's stories kept for validation.
+    eval_stories: validation stories per task at each evaluation (0: all).
+    remat_chunk: recompute chunks of this many steps in the backward pass.
+    validation: hold out stories, evaluate, keep the best and stop early.
+  """
+
+  data_dir: Optional[str] = None
+  tasks: Optional[str] = None
+  valid_fraction: float = 0.1
+  eval_stories: int = 200
+  remat_chunk: Optional[int] = None
+  validation: bool = True
+
+
+def parse_tasks(text) -> Optional[List[int]]:
+  """``"1,2,3"`` (or a list) as task numbers 1 to 20; ``None``: all."""
+  if text is None or isinstance(text, list):
+    return text
+  try:
+    tasks = [int(t) for t in str(text).split(",") if t.strip()]
+  except ValueError:
+    raise ValueError(f"--tasks must be comma-separated numbers 1 to 20, got "
+                     f"{text!r}") from None
+  bad = [t for t in tasks if not 1 <= t <= 20]
+  if bad or not tasks:
+    raise ValueError(f"--tasks must be comma-separated numbers 1 to 20, got "
+                     f"{text!r}")
+  return tasks
+
+
+def validation_subset(stories, per_task: int, seed: int):
+  """Up to ``per_task`` validation stories of each task (fixed choice)."""
+  if per_task <= 0:
+    return list(stories)
+  chosen = []
+  for task in sorted({s.task for s in stories}):
+    of_task = [s for s in stories if s.task == task]
+    rng = np.random.default_rng([seed, task, 7])
+    keep = sorted(rng.permutation(len(of_task))[:per_task].tolist())
+    chosen += [of_task[i] for i in keep]
+  return chosen
+
+
+def make_predict(apply_fn):
+  """``predict(params, ids [T, B]) -> predicted ids [T, B]``, jit-compiled."""
+  @jax.jit
+  def predict(params, ids):
+    return jnp.argmax(apply_fn(params, ids), -1)
+  return predict

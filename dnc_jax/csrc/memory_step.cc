@@ -196,11 +196,14 @@ void AllocationWeights(const T* usage, const Dims& d, Allocation<T>& alloc,
   for (int64_t n = 0; n < n_slots; ++n)
     clipped[n] = T(kAllocationEpsilon) + (T(1) - T(kAllocationEpsilon)) *
                                              usage[n];
+  // Ranked by SortKey, as sorting.argsort / jnp.argsort rank it (NaNs
+  // last, -0.0 equal to +0.0); the stable sort keeps ties in index order.
+  thread_local std::vector<KeyOf<T>> keys;
+  keys.resize(n_slots);
+  for (int64_t n = 0; n < n_slots; ++n) keys[n] = SortKey(clipped[n]);
   std::iota(alloc.order.begin(), alloc.order.end(), 0);
   std::stable_sort(alloc.order.begin(), alloc.order.end(),
-                   [&](int64_t a, int64_t b) {
-                     return clipped[a] < clipped[b];
-                   });
+                   [&](int64_t a, int64_t b) { return keys[a] < keys[b]; });
   T product = 1;
   for (int64_t j = 0; j < n_slots; ++j) {
     const int64_t slot = alloc.order[j];

@@ -38,8 +38,8 @@ ffi::Error RowsOf(const char* kernel, const Dims& dims, Rows& rows) {
   return ffi::Error::Success();
 }
 
-// Stable ascending order of each row; equal values keep the lower index
-// first.
+// Stable ascending order of each row; equal values (with -0.0 equal to
+// +0.0 and NaNs last, as jnp.argsort) keep the lower index first.
 template <ffi::DataType DT>
 ffi::Error ArgsortImpl(ffi::ThreadPool pool, ffi::Buffer<DT> x,
                        ffi::ResultBuffer<ffi::S32> order) {
@@ -55,12 +55,12 @@ ffi::Error ArgsortImpl(ffi::ThreadPool pool, ffi::Buffer<DT> x,
   using T = ffi::NativeType<DT>;
   ParallelFor(pool, rows.count, rows.length * 16, [&](int64_t r) {
     const T* row = data + r * rows.length;
-    // Sorting (value, index) pairs keeps the comparisons in cache; the
-    // stable sort on values alone keeps ties in index order.
-    thread_local std::vector<std::pair<T, int32_t>> pairs;
+    // Sorting (key, index) pairs keeps the comparisons in cache; the
+    // stable sort on keys alone keeps ties in index order.
+    thread_local std::vector<std::pair<KeyOf<T>, int32_t>> pairs;
     pairs.resize(rows.length);
     for (int64_t j = 0; j < rows.length; ++j)
-      pairs[j] = {row[j], static_cast<int32_t>(j)};
+      pairs[j] = {SortKey(row[j]), static_cast<int32_t>(j)};
     std::stable_sort(pairs.begin(), pairs.end(),
                      [](const auto& a, const auto& b) {
                        return a.first < b.first;
@@ -71,8 +71,8 @@ ffi::Error ArgsortImpl(ffi::ThreadPool pool, ffi::Buffer<DT> x,
   return ffi::Error::Success();
 }
 
-// The k largest, descending; equal values keep the lower index first (as
-// jax.lax.top_k does).
+// The k largest, descending by XLA's TopK order (-0.0 below +0.0); equal
+// values keep the lower index first, as jax.lax.top_k.
 template <ffi::DataType DT>
 ffi::Error TopKImpl(ffi::ThreadPool pool, ffi::Buffer<DT> x,
                     ffi::ResultBuffer<ffi::S32> indices, int64_t k) {
@@ -92,10 +92,10 @@ ffi::Error TopKImpl(ffi::ThreadPool pool, ffi::Buffer<DT> x,
   using T = ffi::NativeType<DT>;
   ParallelFor(pool, rows.count, rows.length * 2, [&](int64_t r) {
     const T* row = data + r * rows.length;
-    thread_local std::vector<std::pair<T, int32_t>> pairs;
+    thread_local std::vector<std::pair<KeyOf<T>, int32_t>> pairs;
     pairs.resize(rows.length);
     for (int64_t j = 0; j < rows.length; ++j)
-      pairs[j] = {row[j], static_cast<int32_t>(j)};
+      pairs[j] = {TopKKey(row[j]), static_cast<int32_t>(j)};
     std::partial_sort(pairs.begin(), pairs.begin() + k, pairs.end(),
                       [](const auto& a, const auto& b) {
                         return a.first > b.first ||

@@ -343,7 +343,8 @@ ffi::Error ReadOutVjpImpl(
 // Shapes: columns int32 / values [..., N, K], precedence and write weights
 // [..., N]; every leading axis (batch, head) indexes an independent link.
 
-// Descending by value; equal values keep the lower index first.
+// Descending by XLA's TopK order (TopKKey); equal values keep the lower
+// index first, as jax.lax.top_k.
 template <typename T>
 void TopKOrder(const T* x, int64_t n, int64_t k, int32_t* out,
                std::vector<int32_t>& order) {
@@ -351,7 +352,8 @@ void TopKOrder(const T* x, int64_t n, int64_t k, int32_t* out,
   std::iota(order.begin(), order.end(), 0);
   std::partial_sort(order.begin(), order.begin() + k, order.end(),
                     [x](int32_t a, int32_t b) {
-                      return x[a] > x[b] || (x[a] == x[b] && a < b);
+                      const auto key_a = TopKKey(x[a]), key_b = TopKKey(x[b]);
+                      return key_a > key_b || (key_a == key_b && a < b);
                     });
   std::copy(order.begin(), order.begin() + k, out);
 }

@@ -21,10 +21,10 @@ namespace dnc {
 namespace ffi = xla::ffi;
 
 // Returns the error of `expr` from the enclosing handler if it failed.
-#define DNC_RETURN_IF_ERROR(expr)                    \
-  do {                                               \
+#define DNC_RETURN_IF_ERROR(expr)                        \
+  do {                                                   \
     if (auto dnc_error_ = (expr); dnc_error_.failure()) \
-      return dnc_error_;                             \
+      return dnc_error_;                                 \
   } while (0)
 
 using Shape = std::vector<int64_t>;

@@ -76,7 +76,8 @@ def tied_case(link, allocate):
 
   Usage takes 3 distinct values over 16 slots (the allocation's sort);
   the precedence takes 2 (its top-K); memory rows repeat so the content
-  weights, and with `allocate` 0 the write weights, tie (their top-K).
+  weights, and with `allocate` 0 the write weights, tie (their top-K: 8
+  tied for K = 4 places).
   """
   cfg = config(link)
   rng = np.random.default_rng(0)
@@ -86,7 +87,21 @@ def tied_case(link, allocate):
   usage = np.array([0.5, 0.25, 0.25, 0.75] * 4)[None].repeat(B, 0)
   precedence = np.where(np.arange(N) % 3 == 0, 0.05, 0.02)
   precedence = np.broadcast_to(precedence, (B, H, N))
-  linkage = state.linkage._replace(precedence_weights=jnp.asarray(precedence))
+  # A link from each slot to the next, above the 1/K cut: how it decays
+  # shows which of the tied write weights the top-K kept.
+  nxt = (np.arange(N) + 1) % N
+  if link == "indexed":
+    columns = np.zeros((B, H, N, K), np.int32)
+    columns[..., 0] = nxt
+    values = np.zeros((B, H, N, K))
+    values[..., 0] = 0.5
+    linkage = state.linkage._replace(link_indices=jnp.asarray(columns),
+                                     link_values=jnp.asarray(values))
+  else:
+    dense = np.zeros((B, H, N, N))
+    dense[..., np.arange(N), nxt] = 0.5
+    linkage = state.linkage._replace(link=jnp.asarray(dense))
+  linkage = linkage._replace(precedence_weights=jnp.asarray(precedence))
   state = state._replace(memory=jnp.asarray(memory),
                          usage=jnp.asarray(usage), linkage=linkage)
   iface = parse_interface(jnp.asarray(rng.normal(size=(B, cfg.interface_size))),

@@ -38,6 +38,19 @@ TARGETS = (
 )
 _FLAGS = ["-std=c++17", "-O3", "-fPIC", "-shared", "-fopenmp-simd",
           "-march=native", "-fno-math-errno"]
+# DNC_JAX_KERNEL_SANITIZE=address: a debug build under AddressSanitizer, for
+# testing only (docs/kernels.md says how to run it); cached apart.
+_SANITIZE = {"address": ["-fsanitize=address", "-fno-omit-frame-pointer",
+                         "-O1", "-g"]}
+
+
+def _flags() -> list:
+  sanitize = os.environ.get("DNC_JAX_KERNEL_SANITIZE", "")
+  if sanitize and sanitize not in _SANITIZE:
+    raise FusedKernelUnavailable(
+        f"DNC_JAX_KERNEL_SANITIZE={sanitize!r}: expected one of "
+        f"{sorted(_SANITIZE)}")
+  return _FLAGS + _SANITIZE.get(sanitize, [])
 
 
 class FusedKernelUnavailable(RuntimeError):
@@ -80,7 +93,7 @@ def build(force: bool = False) -> pathlib.Path:
   key = hashlib.sha256()
   for path in sorted(SOURCE_DIR.glob("*.[ch]*")):
     key.update(path.name.encode() + path.read_bytes())
-  for part in (cxx, include, jax.__version__, " ".join(_FLAGS),
+  for part in (cxx, include, jax.__version__, " ".join(_flags()),
                _cpu_signature()):
     key.update(part.encode())
   cache = _cache_dir()
@@ -92,7 +105,7 @@ def build(force: bool = False) -> pathlib.Path:
   # several runs) never see a half-written library.
   with tempfile.TemporaryDirectory(dir=cache) as scratch:
     partial = pathlib.Path(scratch) / library.name
-    command = [cxx, *_FLAGS, "-isystem", include,
+    command = [cxx, *_flags(), "-isystem", include,
                *[str(s) for s in sources], "-o", str(partial)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:

@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "common.h"
 #include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -195,11 +196,14 @@ void AllocationWeights(const T* usage, const Dims& d, Allocation<T>& alloc,
   for (int64_t n = 0; n < n_slots; ++n)
     clipped[n] = T(kAllocationEpsilon) + (T(1) - T(kAllocationEpsilon)) *
                                              usage[n];
+  // Ranked by SortKey, as sorting.argsort / jnp.argsort rank it (NaNs
+  // last, -0.0 equal to +0.0); the stable sort keeps ties in index order.
+  thread_local std::vector<KeyOf<T>> keys;
+  keys.resize(n_slots);
+  for (int64_t n = 0; n < n_slots; ++n) keys[n] = SortKey(clipped[n]);
   std::iota(alloc.order.begin(), alloc.order.end(), 0);
   std::stable_sort(alloc.order.begin(), alloc.order.end(),
-                   [&](int64_t a, int64_t b) {
-                     return clipped[a] < clipped[b];
-                   });
+                   [&](int64_t a, int64_t b) { return keys[a] < keys[b]; });
   T product = 1;
   for (int64_t j = 0; j < n_slots; ++j) {
     const int64_t slot = alloc.order[j];
@@ -737,28 +741,101 @@ void BackwardExample(const Interface<T>& in, const State<T>& prev,
 // ---------------------------------------------------------------------------
 // FFI plumbing.
 
-ffi::Error CheckDims(const Dims& d) {
-  if (d.slots < 1 || d.word < 1 || d.reads < 1 || d.writes < 1)
-    return ffi::Error::InvalidArgument("dnc memory step: empty dimension");
-  return ffi::Error::Success();
-}
-
-template <ffi::DataType DT>
-Dims DimsOf(const ffi::Buffer<DT>& memory, const ffi::Buffer<DT>& read_keys,
-            const ffi::Buffer<DT>& write_keys, int64_t links) {
-  auto m = memory.dimensions();
-  int64_t batch = 1;
-  for (size_t i = 0; i + 2 < m.size(); ++i) batch *= m[i];
-  auto rk = read_keys.dimensions();
-  auto wk = write_keys.dimensions();
-  return Dims{batch, m[m.size() - 2], m[m.size() - 1], rk[rk.size() - 2],
-              wk[wk.size() - 2], links != 0};
-}
-
 template <ffi::DataType DT>
 using In = ffi::Buffer<DT>;
 template <ffi::DataType DT>
 using Out = ffi::Result<ffi::Buffer<DT>>;
+
+// The expected shapes of the step's arrays, from memory [..., N, W],
+// read_keys [..., R, W] and write_keys [..., H, W]; `links` sizes the link
+// arrays and read modes (no elements without links).
+struct StepShapes {
+  Shape read_keys, read_strengths, write_keys, write_strengths, erase,
+      write_vectors, free_gates, allocation_gates, write_gates, read_modes;
+  Shape memory, read_weights, write_weights, link, precedence, usage;
+  Shape read_words;
+};
+
+// Reads the dimensions into `d` and checks the 16 inputs (interface and
+// previous state) against them.
+template <ffi::DataType DT>
+ffi::Error CheckInputs(const char* kernel, In<DT> read_keys,
+                       In<DT> read_strengths, In<DT> write_keys,
+                       In<DT> write_strengths, In<DT> erase,
+                       In<DT> write_vectors, In<DT> free_gates,
+                       In<DT> allocation_gates, In<DT> write_gates,
+                       In<DT> read_modes, In<DT> memory, In<DT> read_weights,
+                       In<DT> write_weights, In<DT> link, In<DT> precedence,
+                       In<DT> usage, int64_t links, Dims& d,
+                       StepShapes& s) {
+  Shape batch;
+  auto m = memory.dimensions();
+  DNC_RETURN_IF_ERROR(LeadingDims(kernel, "memory", m, 2, batch));
+  d.batch = Product(batch);
+  d.slots = m[m.size() - 2];
+  d.word = m[m.size() - 1];
+  d.links = links != 0;
+  const size_t axes = batch.size();
+  auto rk = read_keys.dimensions(), wk = write_keys.dimensions();
+  if (rk.size() != axes + 2)
+    return Invalid(kernel, "read_keys has shape " + ShapeString(rk) +
+                               ", expected " + std::to_string(axes + 2) +
+                               " axes [..., R, W] (memory has shape " +
+                               ShapeString(m) + ")");
+  if (wk.size() != axes + 2)
+    return Invalid(kernel, "write_keys has shape " + ShapeString(wk) +
+                               ", expected " + std::to_string(axes + 2) +
+                               " axes [..., H, W] (memory has shape " +
+                               ShapeString(m) + ")");
+  d.reads = rk[axes];
+  d.writes = wk[axes];
+  if (d.slots < 1 || d.word < 1 || d.reads < 1 || d.writes < 1)
+    return Invalid(kernel, "N, W, R and H must be at least 1; got N = " +
+                               std::to_string(d.slots) + ", W = " +
+                               std::to_string(d.word) + ", R = " +
+                               std::to_string(d.reads) + ", H = " +
+                               std::to_string(d.writes));
+  const int64_t N = d.slots, W = d.word, R = d.reads, H = d.writes,
+                L = d.links ? N : 0, M = d.links ? d.modes() : 0;
+  s.read_keys = ShapeOf(batch, {R, W});
+  s.read_strengths = ShapeOf(batch, {R});
+  s.write_keys = ShapeOf(batch, {H, W});
+  s.write_strengths = ShapeOf(batch, {H});
+  s.erase = s.write_vectors = s.write_keys;
+  s.free_gates = s.read_strengths;
+  s.allocation_gates = s.write_gates = s.write_strengths;
+  s.read_modes = ShapeOf(batch, {R, M});
+  s.memory = ShapeOf(batch, {N, W});
+  s.read_weights = ShapeOf(batch, {R, N});
+  s.write_weights = ShapeOf(batch, {H, N});
+  s.link = ShapeOf(batch, {H, L, L});
+  s.precedence = ShapeOf(batch, {H, L});
+  s.usage = ShapeOf(batch, {N});
+  s.read_words = ShapeOf(batch, {R, W});
+  const std::pair<const char*, std::pair<const In<DT>*, const Shape*>>
+      inputs[] = {
+          {"read_keys", {&read_keys, &s.read_keys}},
+          {"read_strengths", {&read_strengths, &s.read_strengths}},
+          {"write_keys", {&write_keys, &s.write_keys}},
+          {"write_strengths", {&write_strengths, &s.write_strengths}},
+          {"erase", {&erase, &s.erase}},
+          {"write_vectors", {&write_vectors, &s.write_vectors}},
+          {"free_gates", {&free_gates, &s.free_gates}},
+          {"allocation_gates", {&allocation_gates, &s.allocation_gates}},
+          {"write_gates", {&write_gates, &s.write_gates}},
+          {"read_modes", {&read_modes, &s.read_modes}},
+          {"memory", {&memory, &s.memory}},
+          {"read_weights", {&read_weights, &s.read_weights}},
+          {"write_weights", {&write_weights, &s.write_weights}},
+          {"link", {&link, &s.link}},
+          {"precedence", {&precedence, &s.precedence}},
+          {"usage", {&usage, &s.usage}},
+      };
+  for (const auto& [name, array] : inputs)
+    DNC_RETURN_IF_ERROR(
+        ExpectShape(kernel, name, array.first->dimensions(), *array.second));
+  return ffi::Error::Success();
+}
 
 // The batch's interface and previous state: the first 16 operands of both
 // custom calls.
@@ -793,8 +870,28 @@ ffi::Error ForwardImpl(ffi::ThreadPool pool, In<DT> read_keys,
                        Out<DT> link_out, Out<DT> precedence_out,
                        Out<DT> usage_out, int64_t links) {
   using T = ffi::NativeType<DT>;
-  const Dims d = DimsOf(memory, read_keys, write_keys, links);
-  if (auto error = CheckDims(d); error.failure()) return error;
+  constexpr const char* kKernel = "memory step";
+  Dims d;
+  StepShapes s;
+  DNC_RETURN_IF_ERROR(CheckInputs<DT>(
+      kKernel, read_keys, read_strengths, write_keys, write_strengths, erase,
+      write_vectors, free_gates, allocation_gates, write_gates, read_modes,
+      memory, read_weights, write_weights, link, precedence, usage, links, d,
+      s));
+  const std::pair<const char*, std::pair<Out<DT>*, const Shape*>>
+      results[] = {
+          {"read_words (result)", {&read_words, &s.read_words}},
+          {"memory (result)", {&memory_out, &s.memory}},
+          {"read_weights (result)", {&read_weights_out, &s.read_weights}},
+          {"write_weights (result)", {&write_weights_out, &s.write_weights}},
+          {"link (result)", {&link_out, &s.link}},
+          {"precedence (result)", {&precedence_out, &s.precedence}},
+          {"usage (result)", {&usage_out, &s.usage}},
+      };
+  for (const auto& [name, array] : results)
+    DNC_RETURN_IF_ERROR(ExpectShape(kKernel, name,
+                                    (*array.first)->dimensions(),
+                                    *array.second));
   const auto inputs = StepInputs<DT>(
       read_keys, read_strengths, write_keys, write_strengths, erase,
       write_vectors, free_gates, allocation_gates, write_gates, read_modes,
@@ -835,8 +932,55 @@ ffi::Error BackwardImpl(
     Out<DT> g_link_prev, Out<DT> g_precedence_prev, Out<DT> g_usage_prev,
     int64_t links) {
   using T = ffi::NativeType<DT>;
-  const Dims d = DimsOf(memory, read_keys, write_keys, links);
-  if (auto error = CheckDims(d); error.failure()) return error;
+  constexpr const char* kKernel = "memory step VJP";
+  Dims d;
+  StepShapes s;
+  DNC_RETURN_IF_ERROR(CheckInputs<DT>(
+      kKernel, read_keys, read_strengths, write_keys, write_strengths, erase,
+      write_vectors, free_gates, allocation_gates, write_gates, read_modes,
+      memory, read_weights, write_weights, link, precedence, usage, links, d,
+      s));
+  const std::pair<const char*, std::pair<const In<DT>*, const Shape*>>
+      cotangents[] = {
+          {"g_read_words", {&g_read_words, &s.read_words}},
+          {"g_memory", {&g_memory, &s.memory}},
+          {"g_read_weights", {&g_read_weights, &s.read_weights}},
+          {"g_write_weights", {&g_write_weights, &s.write_weights}},
+          {"g_link", {&g_link, &s.link}},
+          {"g_precedence", {&g_precedence, &s.precedence}},
+          {"g_usage", {&g_usage, &s.usage}},
+      };
+  for (const auto& [name, array] : cotangents)
+    DNC_RETURN_IF_ERROR(ExpectShape(kKernel, name, array.first->dimensions(),
+                                    *array.second));
+  const std::pair<const char*, std::pair<Out<DT>*, const Shape*>>
+      results[] = {
+          {"g_read_keys (result)", {&g_read_keys, &s.read_keys}},
+          {"g_read_strengths (result)",
+           {&g_read_strengths, &s.read_strengths}},
+          {"g_write_keys (result)", {&g_write_keys, &s.write_keys}},
+          {"g_write_strengths (result)",
+           {&g_write_strengths, &s.write_strengths}},
+          {"g_erase (result)", {&g_erase, &s.erase}},
+          {"g_write_vectors (result)", {&g_write_vectors, &s.write_vectors}},
+          {"g_free_gates (result)", {&g_free_gates, &s.free_gates}},
+          {"g_allocation_gates (result)",
+           {&g_allocation_gates, &s.allocation_gates}},
+          {"g_write_gates (result)", {&g_write_gates, &s.write_gates}},
+          {"g_read_modes (result)", {&g_read_modes, &s.read_modes}},
+          {"g_memory (result)", {&g_memory_prev, &s.memory}},
+          {"g_read_weights (result)",
+           {&g_read_weights_prev, &s.read_weights}},
+          {"g_write_weights (result)",
+           {&g_write_weights_prev, &s.write_weights}},
+          {"g_link (result)", {&g_link_prev, &s.link}},
+          {"g_precedence (result)", {&g_precedence_prev, &s.precedence}},
+          {"g_usage (result)", {&g_usage_prev, &s.usage}},
+      };
+  for (const auto& [name, array] : results)
+    DNC_RETURN_IF_ERROR(ExpectShape(kKernel, name,
+                                    (*array.first)->dimensions(),
+                                    *array.second));
   const auto inputs = StepInputs<DT>(
       read_keys, read_strengths, write_keys, write_strengths, erase,
       write_vectors, free_gates, allocation_gates, write_gates, read_modes,

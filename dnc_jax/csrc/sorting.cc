@@ -7,10 +7,13 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <numeric>
+#include <string>
 #include <utility>
 #include <vector>
 
+#include "common.h"
 #include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -23,29 +26,41 @@ struct Rows {
   int64_t count, length;
 };
 
-template <ffi::DataType DT>
-Rows RowsOf(const ffi::Buffer<DT>& x) {
-  auto dims = x.dimensions();
-  int64_t count = 1;
-  for (size_t i = 0; i + 1 < dims.size(); ++i) count *= dims[i];
-  return Rows{count, dims.size() == 0 ? 1 : dims[dims.size() - 1]};
+// The rows of `x` [..., L] (rank at least 1, L indexable by int32).
+template <typename Dims>
+ffi::Error RowsOf(const char* kernel, const Dims& dims, Rows& rows) {
+  Shape batch;
+  DNC_RETURN_IF_ERROR(LeadingDims(kernel, "x", dims, 1, batch));
+  rows.count = Product(batch);
+  rows.length = dims[dims.size() - 1];
+  if (rows.length > std::numeric_limits<int32_t>::max())
+    return Invalid(kernel, "rows longer than int32 indices can address");
+  return ffi::Error::Success();
 }
 
+// Stable ascending order of each row; equal values (with -0.0 equal to
+// +0.0 and NaNs last, as jnp.argsort) keep the lower index first.
 template <ffi::DataType DT>
 ffi::Error ArgsortImpl(ffi::ThreadPool pool, ffi::Buffer<DT> x,
                        ffi::ResultBuffer<ffi::S32> order) {
-  const Rows rows = RowsOf(x);
+  constexpr const char* kKernel = "argsort";
+  Rows rows;
+  DNC_RETURN_IF_ERROR(RowsOf(kKernel, x.dimensions(), rows));
+  DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "order (result)",
+                                  order->dimensions(),
+                                  Shape(x.dimensions().begin(),
+                                        x.dimensions().end())));
   const auto* data = x.typed_data();
   int32_t* out = order->typed_data();
   using T = ffi::NativeType<DT>;
   ParallelFor(pool, rows.count, rows.length * 16, [&](int64_t r) {
     const T* row = data + r * rows.length;
-    // Sorting (value, index) pairs keeps the comparisons in cache; the
-    // stable sort on values alone keeps ties in index order.
-    thread_local std::vector<std::pair<T, int32_t>> pairs;
+    // Sorting (key, index) pairs keeps the comparisons in cache; the
+    // stable sort on keys alone keeps ties in index order.
+    thread_local std::vector<std::pair<KeyOf<T>, int32_t>> pairs;
     pairs.resize(rows.length);
     for (int64_t j = 0; j < rows.length; ++j)
-      pairs[j] = {row[j], static_cast<int32_t>(j)};
+      pairs[j] = {SortKey(row[j]), static_cast<int32_t>(j)};
     std::stable_sort(pairs.begin(), pairs.end(),
                      [](const auto& a, const auto& b) {
                        return a.first < b.first;
@@ -56,26 +71,38 @@ ffi::Error ArgsortImpl(ffi::ThreadPool pool, ffi::Buffer<DT> x,
   return ffi::Error::Success();
 }
 
-// The k largest, descending; equal values keep the lower index first (as
-// jax.lax.top_k does).
+// The k largest, descending by XLA's TopK order (-0.0 below +0.0); equal
+// values keep the lower index first, as jax.lax.top_k.
 template <ffi::DataType DT>
 ffi::Error TopKImpl(ffi::ThreadPool pool, ffi::Buffer<DT> x,
                     ffi::ResultBuffer<ffi::S32> indices, int64_t k) {
-  const Rows rows = RowsOf(x);
+  constexpr const char* kKernel = "top_k";
+  Rows rows;
+  DNC_RETURN_IF_ERROR(RowsOf(kKernel, x.dimensions(), rows));
   if (k < 1 || k > rows.length)
-    return ffi::Error::InvalidArgument("top_k: k must be in [1, row length]");
+    return Invalid(kKernel, "k = " + std::to_string(k) +
+                                " must be in [1, row length " +
+                                std::to_string(rows.length) + "]");
+  Shape batch;
+  DNC_RETURN_IF_ERROR(LeadingDims(kKernel, "x", x.dimensions(), 1, batch));
+  DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "indices (result)",
+                                  indices->dimensions(), ShapeOf(batch, {k})));
   const auto* data = x.typed_data();
   int32_t* out = indices->typed_data();
+  using T = ffi::NativeType<DT>;
   ParallelFor(pool, rows.count, rows.length * 2, [&](int64_t r) {
-    const auto* row = data + r * rows.length;
-    thread_local std::vector<int32_t> order;
-    order.resize(rows.length);
-    std::iota(order.begin(), order.end(), 0);
-    auto before = [row](int32_t a, int32_t b) {
-      return row[a] > row[b] || (row[a] == row[b] && a < b);
-    };
-    std::partial_sort(order.begin(), order.begin() + k, order.end(), before);
-    std::copy(order.begin(), order.begin() + k, out + r * k);
+    const T* row = data + r * rows.length;
+    thread_local std::vector<std::pair<KeyOf<T>, int32_t>> pairs;
+    pairs.resize(rows.length);
+    for (int64_t j = 0; j < rows.length; ++j)
+      pairs[j] = {TopKKey(row[j]), static_cast<int32_t>(j)};
+    std::partial_sort(pairs.begin(), pairs.begin() + k, pairs.end(),
+                      [](const auto& a, const auto& b) {
+                        return a.first > b.first ||
+                               (a.first == b.first && a.second < b.second);
+                      });
+    int32_t* o = out + r * k;
+    for (int64_t j = 0; j < k; ++j) o[j] = pairs[j].second;
   });
   return ffi::Error::Success();
 }

@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "common.h"
 #include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -49,48 +50,54 @@ ffi::Error CheckColumns(const ffi::Buffer<ffi::S32>& columns, int64_t slots,
   const int32_t* data = columns.typed_data();
   for (size_t i = 0; i < columns.element_count(); ++i)
     if (data[i] < 0 || data[i] >= slots)
-      return ffi::Error::InvalidArgument(
-          std::string(kernel) + ": a stored column is outside [0, N)");
+      return Invalid(kernel, "a stored column is outside [0, N): columns[" +
+                                 std::to_string(i) + "] (flat) = " +
+                                 std::to_string(data[i]) + ", N = " +
+                                 std::to_string(slots));
   return ffi::Error::Success();
 }
 
-// Reads the dimensions into `d`, or says what does not fit.
+// Reads the dimensions into `d` from the operands, checking every operand's
+// shape against them (`kernel` names the handler in the error).
 template <ffi::DataType DT>
-ffi::Error DimsOf(const ffi::Buffer<ffi::S32>& columns,
+ffi::Error DimsOf(const char* kernel, const ffi::Buffer<ffi::S32>& columns,
                   const ffi::Buffer<DT>& values,
                   const ffi::Buffer<DT>& read_weights,
                   const ffi::Buffer<DT>& content,
                   const ffi::Buffer<DT>& read_modes,
-                  const ffi::Buffer<DT>& memory, LinkDims& d) {
-  auto c = columns.dimensions(), v = values.dimensions(),
-       w = read_weights.dimensions(), q = content.dimensions(),
-       pi = read_modes.dimensions(), m = memory.dimensions();
-  const size_t batch_axes = w.size() - 2;
-  if (w.size() < 2 || c.size() != batch_axes + 3 || v.size() != c.size() ||
-      q.size() != w.size() || pi.size() != w.size() || m.size() != w.size())
-    return ffi::Error::InvalidArgument(
-        "sparse link read-out: columns/values [..., H, N, K], read weights "
-        "and content [..., R, N], read modes [..., R, 1 + 2H], memory "
-        "[..., N, W]");
-  d.heads = c[batch_axes];
-  d.slots = c[batch_axes + 1];
-  d.pairs = c[batch_axes + 2];
-  d.reads = w[batch_axes];
-  d.width = m[batch_axes + 1];
-  bool fits = w[batch_axes + 1] == d.slots && m[batch_axes] == d.slots &&
-              pi[batch_axes] == d.reads &&
-              pi[batch_axes + 1] == 1 + 2 * d.heads;
-  for (size_t i = 0; i < c.size(); ++i) fits = fits && c[i] == v[i];
-  for (size_t i = 0; i < w.size(); ++i) fits = fits && q[i] == w[i];
-  d.batch = 1;
-  for (size_t i = 0; i < batch_axes; ++i) {
-    fits = fits && c[i] == w[i] && pi[i] == w[i] && m[i] == w[i];
-    d.batch *= w[i];
-  }
-  if (!fits)
-    return ffi::Error::InvalidArgument(
-        "sparse link read-out: the arrays' shapes disagree");
-  return CheckColumns(columns, d.slots, "sparse link read-out");
+                  const ffi::Buffer<DT>& memory, LinkDims& d, Shape& batch) {
+  auto w = read_weights.dimensions(), c = columns.dimensions(),
+       m = memory.dimensions();
+  DNC_RETURN_IF_ERROR(
+      LeadingDims(kernel, "prev_read_weights", w, 2, batch));
+  const size_t axes = batch.size();
+  d.reads = w[axes];
+  d.slots = w[axes + 1];
+  if (c.size() != axes + 3)
+    return Invalid(kernel, "columns has shape " + ShapeString(c) +
+                               ", expected " + std::to_string(axes + 3) +
+                               " axes [..., H, N, K] (prev_read_weights "
+                               "has shape " + ShapeString(w) + ")");
+  d.heads = c[axes];
+  d.pairs = c[axes + 2];
+  if (m.size() != axes + 2)
+    return Invalid(kernel, "memory has shape " + ShapeString(m) +
+                               ", expected " + std::to_string(axes + 2) +
+                               " axes [..., N, W]");
+  d.width = m[axes + 1];
+  const Shape link = ShapeOf(batch, {d.heads, d.slots, d.pairs});
+  DNC_RETURN_IF_ERROR(ExpectShape(kernel, "columns", c, link));
+  DNC_RETURN_IF_ERROR(ExpectShape(kernel, "values", values.dimensions(),
+                                  link));
+  DNC_RETURN_IF_ERROR(ExpectShape(kernel, "content", content.dimensions(),
+                                  ShapeOf(batch, {d.reads, d.slots})));
+  DNC_RETURN_IF_ERROR(ExpectShape(kernel, "read_modes",
+                                  read_modes.dimensions(),
+                                  ShapeOf(batch, {d.reads, 1 + 2 * d.heads})));
+  DNC_RETURN_IF_ERROR(ExpectShape(kernel, "memory", m,
+                                  ShapeOf(batch, {d.slots, d.width})));
+  d.batch = Product(batch);
+  return CheckColumns(columns, d.slots, kernel);
 }
 
 // One example's arrays (shapes as in the header, batch axes dropped).
@@ -164,11 +171,17 @@ ffi::Error ReadOutImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
                        ffi::ResultBuffer<DT> read_weights,
                        ffi::ResultBuffer<DT> read_words) {
   using T = ffi::NativeType<DT>;
+  constexpr const char* kKernel = "sparse link read-out";
   LinkDims d;
-  if (auto error = DimsOf(columns, values, prev_read_weights, content,
-                          read_modes, memory, d);
-      error.failure())
-    return error;
+  Shape batch;
+  DNC_RETURN_IF_ERROR(DimsOf(kKernel, columns, values, prev_read_weights,
+                             content, read_modes, memory, d, batch));
+  DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "read_weights (result)",
+                                  read_weights->dimensions(),
+                                  ShapeOf(batch, {d.reads, d.slots})));
+  DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "read_words (result)",
+                                  read_words->dimensions(),
+                                  ShapeOf(batch, {d.reads, d.width})));
   const auto all = ArraysOf(columns, values, prev_read_weights, content,
                             read_modes, memory);
   const int64_t directional = d.reads * d.heads * d.slots;
@@ -208,11 +221,30 @@ ffi::Error ReadOutVjpImpl(
     ffi::ResultBuffer<DT> g_content, ffi::ResultBuffer<DT> g_read_modes,
     ffi::ResultBuffer<DT> g_memory) {
   using T = ffi::NativeType<DT>;
+  constexpr const char* kKernel = "sparse link read-out VJP";
   LinkDims d;
-  if (auto error = DimsOf(columns, values, prev_read_weights, content,
-                          read_modes, memory, d);
-      error.failure())
-    return error;
+  Shape batch;
+  DNC_RETURN_IF_ERROR(DimsOf(kKernel, columns, values, prev_read_weights,
+                             content, read_modes, memory, d, batch));
+  const Shape weights = ShapeOf(batch, {d.reads, d.slots});
+  const Shape words = ShapeOf(batch, {d.reads, d.width});
+  DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "g_read_weights",
+                                  g_read_weights.dimensions(), weights));
+  DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "g_read_words",
+                                  g_read_words.dimensions(), words));
+  DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "g_values (result)",
+                                  g_values->dimensions(),
+                                  values.dimensions()));
+  DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "g_prev_read_weights (result)",
+                                  g_prev_read_weights->dimensions(), weights));
+  DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "g_content (result)",
+                                  g_content->dimensions(), weights));
+  DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "g_read_modes (result)",
+                                  g_read_modes->dimensions(),
+                                  read_modes.dimensions()));
+  DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "g_memory (result)",
+                                  g_memory->dimensions(),
+                                  memory.dimensions()));
   const int64_t link_size = d.heads * d.slots * d.pairs;
   const auto all = ArraysOf(columns, values, prev_read_weights, content,
                             read_modes, memory);
@@ -311,7 +343,8 @@ ffi::Error ReadOutVjpImpl(
 // Shapes: columns int32 / values [..., N, K], precedence and write weights
 // [..., N]; every leading axis (batch, head) indexes an independent link.
 
-// Descending by value; equal values keep the lower index first.
+// Descending by XLA's TopK order (TopKKey); equal values keep the lower
+// index first, as jax.lax.top_k.
 template <typename T>
 void TopKOrder(const T* x, int64_t n, int64_t k, int32_t* out,
                std::vector<int32_t>& order) {
@@ -319,7 +352,8 @@ void TopKOrder(const T* x, int64_t n, int64_t k, int32_t* out,
   std::iota(order.begin(), order.end(), 0);
   std::partial_sort(order.begin(), order.begin() + k, order.end(),
                     [x](int32_t a, int32_t b) {
-                      return x[a] > x[b] || (x[a] == x[b] && a < b);
+                      const auto key_a = TopKKey(x[a]), key_b = TopKKey(x[b]);
+                      return key_a > key_b || (key_a == key_b && a < b);
                     });
   std::copy(order.begin(), order.begin() + k, out);
 }
@@ -429,30 +463,32 @@ struct UpdateDims {
   int64_t links, slots, pairs;
 };
 
+// Reads the dimensions into `d` from the operands, checking them.
 template <ffi::DataType DT>
-ffi::Error UpdateDimsOf(const ffi::Buffer<ffi::S32>& columns,
+ffi::Error UpdateDimsOf(const char* kernel,
+                        const ffi::Buffer<ffi::S32>& columns,
                         const ffi::Buffer<DT>& values,
                         const ffi::Buffer<DT>& precedence,
-                        const ffi::Buffer<DT>& write_weights, UpdateDims& d) {
-  auto c = columns.dimensions(), v = values.dimensions(),
-       p = precedence.dimensions(), w = write_weights.dimensions();
-  if (c.size() < 2 || v.size() != c.size() || p.size() + 1 != c.size() ||
-      w.size() != p.size())
-    return ffi::Error::InvalidArgument(
-        "sparse link update: columns/values [..., N, K], precedence and "
-        "write weights [..., N]");
-  for (size_t i = 0; i < c.size(); ++i)
-    if (c[i] != v[i] || (i + 1 < c.size() && (c[i] != p[i] || c[i] != w[i])))
-      return ffi::Error::InvalidArgument(
-          "sparse link update: the arrays' shapes disagree");
+                        const ffi::Buffer<DT>& write_weights, UpdateDims& d,
+                        Shape& batch) {
+  auto c = columns.dimensions();
+  DNC_RETURN_IF_ERROR(LeadingDims(kernel, "columns", c, 2, batch));
   d.slots = c[c.size() - 2];
   d.pairs = c[c.size() - 1];
+  DNC_RETURN_IF_ERROR(ExpectShape(kernel, "values", values.dimensions(),
+                                  ShapeOf(batch, {d.slots, d.pairs})));
+  DNC_RETURN_IF_ERROR(ExpectShape(kernel, "precedence",
+                                  precedence.dimensions(),
+                                  ShapeOf(batch, {d.slots})));
+  DNC_RETURN_IF_ERROR(ExpectShape(kernel, "write_weights",
+                                  write_weights.dimensions(),
+                                  ShapeOf(batch, {d.slots})));
   if (d.pairs < 1 || d.pairs > d.slots)
-    return ffi::Error::InvalidArgument(
-        "sparse link update: K must be in [1, N]");
-  d.links = 1;
-  for (size_t i = 0; i + 2 < c.size(); ++i) d.links *= c[i];
-  return CheckColumns(columns, d.slots, "sparse link update");
+    return Invalid(kernel, "K = " + std::to_string(d.pairs) +
+                               " (columns' last axis) must be in [1, N = " +
+                               std::to_string(d.slots) + "]");
+  d.links = Product(batch);
+  return CheckColumns(columns, d.slots, kernel);
 }
 
 // Everything one link's update needs besides its rows.
@@ -478,10 +514,17 @@ ffi::Error UpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
                       ffi::ResultBuffer<ffi::S32> new_columns,
                       ffi::ResultBuffer<DT> new_values) {
   using T = ffi::NativeType<DT>;
+  constexpr const char* kKernel = "sparse link update";
   UpdateDims d;
-  if (auto error = UpdateDimsOf(columns, values, precedence, write_weights, d);
-      error.failure())
-    return error;
+  Shape batch;
+  DNC_RETURN_IF_ERROR(UpdateDimsOf(kKernel, columns, values, precedence,
+                                   write_weights, d, batch));
+  DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "new_columns (result)",
+                                  new_columns->dimensions(),
+                                  values.dimensions()));
+  DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "new_values (result)",
+                                  new_values->dimensions(),
+                                  values.dimensions()));
   const int64_t n = d.slots, k = d.pairs;
   ParallelFor(pool, d.links, n * k * k * 4, [&](int64_t l) {
     thread_local LinkHats<T> hats;
@@ -514,10 +557,23 @@ ffi::Error UpdateVjpImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
                          ffi::ResultBuffer<DT> g_precedence,
                          ffi::ResultBuffer<DT> g_write_weights) {
   using T = ffi::NativeType<DT>;
+  constexpr const char* kKernel = "sparse link update VJP";
   UpdateDims d;
-  if (auto error = UpdateDimsOf(columns, values, precedence, write_weights, d);
-      error.failure())
-    return error;
+  Shape batch;
+  DNC_RETURN_IF_ERROR(UpdateDimsOf(kKernel, columns, values, precedence,
+                                   write_weights, d, batch));
+  DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "g_new_values",
+                                  g_new_values.dimensions(),
+                                  values.dimensions()));
+  DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "g_values (result)",
+                                  g_values->dimensions(),
+                                  values.dimensions()));
+  DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "g_precedence (result)",
+                                  g_precedence->dimensions(),
+                                  precedence.dimensions()));
+  DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "g_write_weights (result)",
+                                  g_write_weights->dimensions(),
+                                  write_weights.dimensions()));
   const int64_t n = d.slots, k = d.pairs;
   ParallelFor(pool, d.links, n * k * k * 8, [&](int64_t l) {
     thread_local LinkHats<T> hats;

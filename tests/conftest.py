@@ -29,3 +29,9 @@ def pytest_runtest_makereport(item, call):
     report.outcome = "failed"
     report.longrepr = (f"DNC_JAX_REQUIRE_KERNELS is set but the test was "
                        f"skipped: {reason}")
+
+
+def pytest_configure(config):
+  # Also registered in setup.cfg; here too for runs outside the checkout
+  # (CI's wheel test).
+  config.addinivalue_line("markers", "slow: takes minutes; not run by default")

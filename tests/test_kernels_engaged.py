@@ -3,7 +3,9 @@
 Each test lowers the public entry point and checks that the kernel's custom
 call target is in the HLO (so the kernel, not XLA, computed the values),
 then compares with NumPy: ``np.argsort`` for the sorts, ``reference.py``'s
-explicit-loop memory step for the memory step and the sparse link.
+explicit-loop memory step for the memory step and the sparse link. The
+backward kernels (which the reference lacks) are compared with XLA's
+autodiff of the library's XLA path.
 
 Sizes reach the multi-threaded path of ``csrc/parallel.h``: ``ParallelFor``
 uses ``min(pool threads, count, count * cost_per_item / 2**15)`` threads,
@@ -179,10 +181,37 @@ def test_sparse_link_kernels_match_the_numpy_reference_f64_and_f32():
   check_against_reference(iface, state, refs, 1e-5)
 
 
-def test_sparse_link_vjp_kernels_engage():
+def test_sparse_link_vjp_kernels_match_xla_gradients():
+  # The threaded VJP kernels against XLA's autodiff of the XLA path (as for
+  # the memory step's backward kernel), from a state with links.
   rng = np.random.default_rng(2)
   state = initial_access_state(sparse_config(), SB, np.float64)
+  for _ in range(2):
+    state = memory_step(random_interface(rng, SB, SR, SH, SW, sharp=3.0),
+                        state, backend="xla")[1]
+  assert np.count_nonzero(state.linkage.link_values) > 0
   iface = random_interface(rng, SB, SR, SH, SW, sharp=3.0)
-  loss = lambda i, s: jnp.sum(fused(i, s)[0] ** 2)
-  text = hlo(jax.grad(loss), iface, state)
+  weights = rng.normal(size=(SB, SR, SW))
+
+  def loss(backend):
+    def f(iface, values, precedence, memory, read_weights):
+      s = state._replace(memory=memory, read_weights=read_weights,
+                         linkage=state.linkage._replace(
+                             link_values=values,
+                             precedence_weights=precedence))
+      words, new = memory_step(iface, s, backend=backend)
+      return jnp.sum(words * weights) + jnp.sum(
+          new.linkage.link_values ** 2)
+    return f
+
+  args = (iface, state.linkage.link_values, state.linkage.precedence_weights,
+          state.memory, state.read_weights)
+  grad_fused = jax.grad(loss("fused"), argnums=tuple(range(5)))
+  text = hlo(grad_fused, *args)
   assert "DncSparseLinkUpdateVjp" in text and "DncSparseReadOutVjp" in text
+  got = jax.tree.leaves(jax.jit(grad_fused)(*args))
+  want = jax.tree.leaves(
+      jax.grad(loss("xla"), argnums=tuple(range(5)))(*args))
+  assert len(got) == len(want)
+  for x, y in zip(got, want):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-9)

@@ -258,9 +258,16 @@ class MemoryAccess(hk.Module):
     return initial_access_state(self._config, batch_size, dtype)
 
   def parse(self, controller_output: jax.Array) -> MemoryInterface:
-    """``[B, D]`` controller output -> squashed :class:`MemoryInterface`."""
+    """``[B, D]`` controller output -> squashed :class:`MemoryInterface`.
+
+    With ``config.interface_layer_norm`` the raw vector is layer-normalised
+    first (``docs/maths.md`` §8.6).
+    """
     raw = hk.Linear(self._config.interface_size,
                     name="interface")(controller_output)
+    if self._config.interface_layer_norm:
+      raw = hk.LayerNorm(axis=-1, create_scale=True, create_offset=True,
+                         name="interface_layer_norm")(raw)
     return parse_interface(raw, self._config)
 
   def __call__(self, controller_output: jax.Array, prev_state: AccessState,

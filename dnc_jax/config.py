@@ -104,6 +104,9 @@ class DNCConfig:
     controller_layer_norm: Franke et al. (2018): layer normalisation of the
       LSTM controller's gate pre-activations and of the cell before its
       ``tanh`` (§8.4); ``"lstm"`` and ``"deep_lstm"`` only.
+    interface_layer_norm: Franke et al. (2018, "DNC normalisation"): layer
+      normalisation of the raw interface vector before it is split and
+      squashed (§8.6).
     bypass_dropout: Franke et al. (2018): dropout rate in ``[0, 1)`` on the
       controller output's path to the output layer, when the DNC is built
       with ``is_training=True`` (§8.5); 0 turns it off.
@@ -134,6 +137,7 @@ class DNCConfig:
   deallocation: bool = False
   link_sharpness: bool = False
   controller_layer_norm: bool = False
+  interface_layer_norm: bool = False
   bypass_dropout: float = 0.0
 
   def __post_init__(self):
@@ -165,7 +169,7 @@ class DNCConfig:
                        f"got {self.controller_grad_clip!r}")
     _require_choice("memory_backend", self.memory_backend, MEMORY_BACKENDS)
     for name in ("content_masking", "deallocation", "link_sharpness",
-                 "controller_layer_norm"):
+                 "controller_layer_norm", "interface_layer_norm"):
       if not isinstance(getattr(self, name), bool):
         raise ValueError(f"{name} must be a bool, got "
                          f"{getattr(self, name)!r}")

@@ -161,7 +161,8 @@ def test_sharpen_gradient():
 
 @pytest.mark.parametrize("field,value", [
     ("content_masking", 1), ("deallocation", "yes"), ("link_sharpness", None),
-    ("controller_layer_norm", 1.0), ("bypass_dropout", 1.0),
+    ("controller_layer_norm", 1.0), ("interface_layer_norm", "no"),
+    ("bypass_dropout", 1.0),
     ("bypass_dropout", -0.1), ("bypass_dropout", True),
     ("bypass_dropout", "0.1")])
 def test_bad_values_name_the_field(field, value):
@@ -274,7 +275,8 @@ def test_options_off_equal_the_default_exactly():
   params = plain.init(jax.random.PRNGKey(0), xs)
   off = core_fn(small(content_masking=False, deallocation=False,
                       link_sharpness=False, controller_layer_norm=False,
-                      bypass_dropout=0.0), is_training=True)
+                      interface_layer_norm=False, bypass_dropout=0.0),
+                is_training=True)
   assert jax.tree.structure(off.init(jax.random.PRNGKey(0), xs)) == \
       jax.tree.structure(params)
   want = plain.apply(params, None, xs)
@@ -285,7 +287,8 @@ def test_options_off_equal_the_default_exactly():
 
 def test_options_change_the_interface_width_and_run():
   xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, X), jnp.float32)
-  config = small(**DNC_MSD, controller_layer_norm=True, bypass_dropout=0.5)
+  config = small(**DNC_MSD, controller_layer_norm=True,
+                 interface_layer_norm=True, bypass_dropout=0.5)
   model = core_fn(config, is_training=True)
   params = model.init(jax.random.PRNGKey(0), xs)
   w = params["dnc/~/memory_access/~parse/interface"]["w"]
@@ -378,3 +381,25 @@ def test_bypass_dropout_masks_only_the_controller_output():
   want = (np.concatenate([dropped, np.asarray(words).reshape(T, B, -1)], -1)
           @ lin["w"] + lin["b"])
   np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+def test_interface_layer_norm():
+  from dnc_jax import MemoryAccess
+  config = small(interface_layer_norm=True, **DNC_MD)
+
+  def f(h):
+    return MemoryAccess(config, name="memory_access").parse(h)
+
+  model = hk.without_apply_rng(hk.transform(f))
+  rng = np.random.default_rng(10)
+  h = rng.normal(size=(B, 7))
+  params = model.init(jax.random.PRNGKey(0), h)
+  params = jax.tree.map(lambda p: p + rng.normal(size=p.shape) * 0.1, params)
+  norm = params["memory_access/~parse/interface_layer_norm"]
+  lin = params["memory_access/~parse/interface"]
+  got = model.apply(params, h)
+  raw = layer_norm(h @ np.asarray(lin["w"]) + np.asarray(lin["b"]),
+                   norm["scale"], norm["offset"])
+  want = parse_interface(raw, config)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -63,7 +63,7 @@ def cosine_similarity(memory: jax.Array, keys: jax.Array,
 def masked_cosine_similarity(memory: jax.Array, keys: jax.Array,
                              masks: jax.Array,
                              epsilon: float = NORM_EPSILON) -> jax.Array:
-  """``D(k ∘ m, M[i] ∘ m)``, each head with its own mask (``docs/maths.md`` §8.1).
+  """``D(k ∘ m, M[i] ∘ m)``, one mask per head (``docs/maths.md`` §8.1).
 
   Computed without forming the ``[B, K, N, W]`` masked memories:
   ``(k ∘ m)·(M[i] ∘ m) = Σ_w k_w m_w² M_iw`` and

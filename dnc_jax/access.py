@@ -45,7 +45,8 @@ def initial_access_state(config: DNCConfig, batch_size: Optional[int],
 
 def memory_step(interface: MemoryInterface, prev_state: AccessState, *,
                 link_sparsity: Optional[int] = None,
-                backend: str = "auto") -> Tuple[jax.Array, AccessState]:
+                backend: str = "auto",
+                deallocation: bool = False) -> Tuple[jax.Array, AccessState]:
   """One step of memory access (``docs/maths.md`` §3), a pure function.
 
   Args:
@@ -62,24 +63,52 @@ def memory_step(interface: MemoryInterface, prev_state: AccessState, *,
       reads are composed around it); ``"auto"`` takes the kernels where the
       step runs on a CPU and they support it, and XLA elsewhere (see
       :mod:`dnc_jax.backend`). Values and gradients agree.
+    deallocation: scale the memory by the retention ``ψ`` before the write
+      (``docs/maths.md`` §8.2). This and the interface's ``read_masks``,
+      ``write_masks`` and ``link_sharpness`` (§8.1, §8.3: used when not
+      ``None``) run on the XLA path only: ``"auto"`` then takes it, and
+      ``"fused"`` raises.
   Returns:
     ``(read_words [B, R, W], next_state)``; ``next_state`` has exactly the
     structure of ``prev_state``.
   Raises:
-    ValueError: for an unknown backend, a bad ``link_sparsity``, or arrays
-      whose shapes do not fit together (naming the operand).
+    ValueError: for an unknown backend, a bad ``link_sparsity``, arrays
+      whose shapes do not fit together (naming the operand), or options
+      with ``backend="fused"`` (naming them).
   """
   backends.check_backend(backend)
+  if not isinstance(deallocation, bool):
+    raise ValueError(f"deallocation must be a bool, got {deallocation!r}")
   link = links.from_state(prev_state.linkage, link_sparsity)
-  return _memory_step(interface, prev_state, link, backend)
+  return _memory_step(interface, prev_state, link, backend,
+                      deallocation=deallocation)
+
+
+def step_options(interface: MemoryInterface,
+                 deallocation: bool = False) -> Tuple[str, ...]:
+  """The options of ``docs/maths.md`` §8 a step uses (config field names)."""
+  used = []
+  if interface.read_masks is not None or interface.write_masks is not None:
+    used.append("content_masking")
+  if deallocation:
+    used.append("deallocation")
+  if interface.link_sharpness is not None:
+    used.append("link_sharpness")
+  return tuple(used)
 
 
 def _memory_step(interface: MemoryInterface, prev_state: AccessState,
-                 link: links.Link, backend: str, sizes=None):
+                 link: links.Link, backend: str, sizes=None,
+                 deallocation: bool = False):
   """:func:`memory_step` for a known link kind (``sizes``: see below)."""
   _check_step_inputs(interface, prev_state, link, sizes)
-  xla_step = functools.partial(_xla_memory_step, link=link, backend=backend)
-  if backend == "xla":
+  xla_step = functools.partial(_xla_memory_step, link=link, backend=backend,
+                               deallocation=deallocation)
+  options = step_options(interface, deallocation)
+  if options and backend == "fused":
+    raise ValueError(f"backend='fused': the fused memory step does not "
+                     f"implement {', '.join(options)}; use 'auto' or 'xla'")
+  if backend == "xla" or options:
     return xla_step(interface, prev_state)
   if link.fused:
     fused_step = fused.memory_step
@@ -106,6 +135,7 @@ def _memory_step(interface: MemoryInterface, prev_state: AccessState,
 
 
 def _without_links(interface: MemoryInterface, prev_state: AccessState):
+  # Only reached without the options of §8, whose fields are then None.
   return interface._replace(read_modes=None), prev_state._replace(linkage=None)
 
 
@@ -149,12 +179,33 @@ def _check_step_inputs(interface: MemoryInterface, prev_state: AccessState,
   if link.name != "none":
     operands.require(where, "M", sizes, 1 + 2 * sizes["H"][0],
                      "the number of read modes, 1 + 2H,")
+  if (interface.read_masks is None) != (interface.write_masks is None):
+    raise ValueError(f"{where}: read_masks and write_masks must both be "
+                     "given (content_masking) or both be None")
+  sizes = operands.check(where, OPTION_DIMS, interface._asdict(), sizes=sizes,
+                         dtypes=False)
+  if interface.link_sharpness is not None:
+    if link.name == "none":
+      raise ValueError(f"{where}: link_sharpness given but the state has no "
+                       "temporal links")
+    operands.require(where, "S", sizes, 2 * sizes["H"][0],
+                     "link_sharpness's width, 2H,")
+
+
+# Trailing dimensions of the option fields of docs/maths.md §8.
+OPTION_DIMS = {"read_masks": ("R", "W"), "write_masks": ("H", "W"),
+               "link_sharpness": ("R", "S")}
 
 
 def _xla_memory_step(interface: MemoryInterface, prev_state: AccessState, *,
-                     link: links.Link, backend: str
+                     link: links.Link, backend: str,
+                     deallocation: bool = False
                      ) -> Tuple[jax.Array, AccessState]:
-  """:func:`memory_step` composed from :mod:`dnc_jax.addressing`."""
+  """:func:`memory_step` composed from :mod:`dnc_jax.addressing`.
+
+  With the options of ``docs/maths.md`` §8 where the interface (or
+  ``deallocation``) asks for them.
+  """
   num_writes = prev_state.write_weights.shape[-2]
 
   usage = addressing.usage_update(prev_state.usage, prev_state.write_weights,
@@ -162,21 +213,28 @@ def _xla_memory_step(interface: MemoryInterface, prev_state: AccessState, *,
                                   prev_state.read_weights)
   write_content = addressing.content_weights(prev_state.memory,
                                              interface.write_keys,
-                                             interface.write_strengths)
+                                             interface.write_strengths,
+                                             interface.write_masks)
   allocation = addressing.write_allocation_weights(
       usage, interface.allocation_gates * interface.write_gates, num_writes,
       backend=backend)
   write_weights = addressing.write_weights(write_content, allocation,
                                            interface.allocation_gates,
                                            interface.write_gates)
-  memory = addressing.erase_and_write(prev_state.memory, write_weights,
+  prev_memory = prev_state.memory
+  if deallocation:
+    prev_memory = prev_memory * addressing.retention(
+        interface.free_gates, prev_state.read_weights)[..., None]
+  memory = addressing.erase_and_write(prev_memory, write_weights,
                                       interface.erase_vectors,
                                       interface.write_vectors)
   read_content = addressing.content_weights(memory, interface.read_keys,
-                                            interface.read_strengths)
+                                            interface.read_strengths,
+                                            interface.read_masks)
   linkage, read_weights, read_words = link.step(
       prev_state.linkage, write_weights, prev_state.read_weights,
-      read_content, interface.read_modes, memory, backend=backend)
+      read_content, interface.read_modes, memory, backend=backend,
+      sharpness=interface.link_sharpness)
   return read_words, AccessState(memory=memory, read_weights=read_weights,
                                  write_weights=write_weights, linkage=linkage,
                                  usage=usage)
@@ -200,9 +258,16 @@ class MemoryAccess(hk.Module):
     return initial_access_state(self._config, batch_size, dtype)
 
   def parse(self, controller_output: jax.Array) -> MemoryInterface:
-    """``[B, D]`` controller output -> squashed :class:`MemoryInterface`."""
+    """``[B, D]`` controller output -> squashed :class:`MemoryInterface`.
+
+    With ``config.interface_layer_norm`` the raw vector is layer-normalised
+    first (``docs/maths.md`` §8.6).
+    """
     raw = hk.Linear(self._config.interface_size,
                     name="interface")(controller_output)
+    if self._config.interface_layer_norm:
+      raw = hk.LayerNorm(axis=-1, create_scale=True, create_offset=True,
+                         name="interface_layer_norm")(raw)
     return parse_interface(raw, self._config)
 
   def __call__(self, controller_output: jax.Array, prev_state: AccessState,
@@ -216,5 +281,6 @@ class MemoryAccess(hk.Module):
                  ("R", "num_reads", config.num_reads),
                  ("H", "num_writes", config.num_writes))}
     read_words, state = _memory_step(interface, prev_state, self._link,
-                                     config.memory_backend, sizes)
+                                     config.memory_backend, sizes,
+                                     deallocation=config.deallocation)
     return read_words, state, interface

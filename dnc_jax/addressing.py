@@ -60,18 +60,48 @@ def cosine_similarity(memory: jax.Array, keys: jax.Array,
   return dot / (norms + epsilon)
 
 
+def masked_cosine_similarity(memory: jax.Array, keys: jax.Array,
+                             masks: jax.Array,
+                             epsilon: float = NORM_EPSILON) -> jax.Array:
+  """``D(k ∘ m, M[i] ∘ m)``, one mask per head (``docs/maths.md`` §8.1).
+
+  Computed without forming the ``[B, K, N, W]`` masked memories:
+  ``(k ∘ m)·(M[i] ∘ m) = Σ_w k_w m_w² M_iw`` and
+  ``|M[i] ∘ m|² = Σ_w M_iw² m_w²``.
+
+  Args:
+    memory: ``[B, N, W]``.
+    keys: ``[B, K, W]``.
+    masks: ``[B, K, W]``.
+  Returns:
+    ``[B, K, N]``.
+  """
+  squared_masks = masks * masks
+  dot = jnp.einsum("...kw,...nw->...kn", keys * squared_masks, memory)
+  memory_norms = jnp.sqrt(
+      jnp.einsum("...kw,...nw->...kn", squared_masks, memory * memory)
+      + epsilon)
+  norms = vector_norms(keys * masks, epsilon) * memory_norms
+  return dot / (norms + epsilon)
+
+
 def content_weights(memory: jax.Array, keys: jax.Array,
-                    strengths: jax.Array) -> jax.Array:
+                    strengths: jax.Array, masks=None) -> jax.Array:
   """Content weighting ``C(M, k, β)[i] = softmax_i(β · D(k, M[i]))``.
 
   Args:
     memory: ``[B, N, W]``.
     keys: ``[B, K, W]``.
     strengths: ``[B, K]``, already squashed (positive).
+    masks: ``None``, or ``[B, K, W]`` content masks: then
+      ``C(M ∘ 1mᵀ, k ∘ m, β)`` (``docs/maths.md`` §8.1).
   Returns:
     ``[B, K, N]``, each row summing to 1.
   """
-  similarity = cosine_similarity(memory, keys)
+  if masks is None:
+    similarity = cosine_similarity(memory, keys)
+  else:
+    similarity = masked_cosine_similarity(memory, keys, masks)
   return jax.nn.softmax(similarity * strengths[..., None], axis=-1)
 
 
@@ -372,6 +402,48 @@ def _link_step_bwd(residuals, cotangents):
 
 
 link_step.defvjp(_link_step_fwd, _link_step_bwd)
+
+
+# Added to a directional weighting before it is sharpened, so that every
+# entry is positive; the authors' value (Csordás & Schmidhuber, 2019).
+SHARPNESS_EPSILON = 1e-6
+
+
+def sharpen(weights: jax.Array, exponents: jax.Array,
+            epsilon: float = SHARPNESS_EPSILON) -> jax.Array:
+  """``S(d, s)[i] = (d[i] + ε)^s / Σ_j (d[j] + ε)^s`` (``docs/maths.md`` §8.3).
+
+  Scaling ``d + ε`` by its (constant, gradient-stopped) maximum first keeps
+  the powers in ``(0, 1]``; ``S`` does not change under scaling, so neither
+  the value nor the gradient does.
+
+  Args:
+    weights: ``[..., N]`` non-negative.
+    exponents: ``[...]`` (one per row), ``>= 1`` in the DNC.
+  Returns:
+    ``[..., N]``, each row summing to 1.
+  """
+  shifted = weights + epsilon
+  shifted = shifted / jax.lax.stop_gradient(
+      jnp.max(shifted, axis=-1, keepdims=True))
+  powered = jnp.exp(exponents[..., None] * jnp.log(shifted))
+  return powered / jnp.sum(powered, axis=-1, keepdims=True)
+
+
+def sharpen_directional(forward: jax.Array, backward: jax.Array,
+                        sharpness: jax.Array) -> Tuple[jax.Array, jax.Array]:
+  """:func:`sharpen` each read head's forward and backward weightings.
+
+  Args:
+    forward: ``[B, R, H, N]``.
+    backward: ``[B, R, H, N]``.
+    sharpness: ``[B, R, 2H]``, laid out ``[backward × H, forward × H]``.
+  Returns:
+    ``(forward, backward)``, each ``[B, R, H, N]``.
+  """
+  num_writes = forward.shape[-2]
+  return (sharpen(forward, sharpness[..., num_writes:]),
+          sharpen(backward, sharpness[..., :num_writes]))
 
 
 def read_weights(content: jax.Array, forward: jax.Array, backward: jax.Array,

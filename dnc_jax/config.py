@@ -12,6 +12,13 @@ CONTROLLERS = ("lstm", "deep_lstm", "feedforward")
 STRENGTH_SQUASHES = ("oneplus", "softplus")
 LINK_STORAGES = ("dense", "indexed")
 MEMORY_BACKENDS = ("auto", "xla", "fused")
+# Options of the memory step (Csordás & Schmidhuber, 2019); docs/maths.md §8.
+MEMORY_OPTIONS = ("content_masking", "deallocation", "link_sharpness")
+# Csordás & Schmidhuber's variants as DNCConfig fields: DNC-MD (masking and
+# de-allocation, their best on bAbI) and DNC-MSD (all three).
+DNC_MD = {"content_masking": True, "deallocation": True}
+DNC_MSD = {"content_masking": True, "deallocation": True,
+           "link_sharpness": True}
 
 
 def _require_int(name: str, value, low: int, high: Optional[int] = None):
@@ -83,6 +90,31 @@ class DNCConfig:
     memory_backend: how the memory step runs (see
       :func:`~dnc_jax.memory_step`): ``"auto"`` (the fused CPU kernel where
       it applies, XLA elsewhere), ``"xla"`` or ``"fused"``.
+    content_masking: Csordás & Schmidhuber (2019): every read and write
+      head also emits a mask ``m ∈ [0, 1]^W`` and compares its key with the
+      memory only where the mask is open, ``C(M ∘ 1mᵀ, k ∘ m, β)``
+      (``docs/maths.md`` §8.1).
+    deallocation: Csordás & Schmidhuber (2019): the retention ``ψ`` of the
+      free gates also scales the memory before the write, so freed slots
+      are emptied (§8.2).
+    link_sharpness: Csordás & Schmidhuber (2019): each read head sharpens
+      its forward and backward weightings, ``S(d, s) ∝ dˢ`` with ``s >= 1``
+      emitted per head (§8.3). Needs temporal links, dense or
+      ``link_storage="dense"``.
+    controller_layer_norm: Franke et al. (2018): layer normalisation of the
+      LSTM controller's gate pre-activations and of the cell before its
+      ``tanh`` (§8.4); ``"lstm"`` and ``"deep_lstm"`` only.
+    interface_layer_norm: Franke et al. (2018, "DNC normalisation"): layer
+      normalisation of the raw interface vector before it is split and
+      squashed (§8.6).
+    bypass_dropout: Franke et al. (2018): dropout rate in ``[0, 1)`` on the
+      controller output's path to the output layer, when the DNC is built
+      with ``is_training=True`` (§8.5); 0 turns it off.
+
+  Every option is off by default; the defaults compute exactly what they
+  did before the options existed. The options of Csordás & Schmidhuber run
+  on the XLA path of the memory step only (the fused kernel has none of
+  them): ``memory_backend="fused"`` refuses them.
   """
 
   output_size: int
@@ -101,6 +133,12 @@ class DNCConfig:
   input_size: Optional[int] = None
   controller_grad_clip: Optional[float] = None
   memory_backend: str = "auto"
+  content_masking: bool = False
+  deallocation: bool = False
+  link_sharpness: bool = False
+  controller_layer_norm: bool = False
+  interface_layer_norm: bool = False
+  bypass_dropout: float = 0.0
 
   def __post_init__(self):
     _require_int("output_size", self.output_size, 1)
@@ -130,6 +168,38 @@ class DNCConfig:
       raise ValueError("controller_grad_clip must be None or a number > 0, "
                        f"got {self.controller_grad_clip!r}")
     _require_choice("memory_backend", self.memory_backend, MEMORY_BACKENDS)
+    for name in ("content_masking", "deallocation", "link_sharpness",
+                 "controller_layer_norm", "interface_layer_norm"):
+      if not isinstance(getattr(self, name), bool):
+        raise ValueError(f"{name} must be a bool, got "
+                         f"{getattr(self, name)!r}")
+    if self.link_sharpness:
+      if not self.use_temporal_links:
+        raise ValueError("link_sharpness needs temporal links "
+                         "(use_temporal_links=True)")
+      if self.link_sparsity is not None and self.link_storage == "indexed":
+        raise ValueError(
+            "link_sharpness is not implemented for the indexed sparse link "
+            "(link_sparsity set, link_storage='indexed'); use "
+            "link_storage='dense' or link_sparsity=None")
+    if self.controller_layer_norm and self.controller not in (
+        "lstm", "deep_lstm"):
+      raise ValueError("controller_layer_norm needs controller 'lstm' or "
+                       f"'deep_lstm', got {self.controller!r}")
+    if (isinstance(self.bypass_dropout, bool)
+        or not isinstance(self.bypass_dropout, (int, float))
+        or not 0 <= self.bypass_dropout < 1):
+      raise ValueError("bypass_dropout must be a number in [0, 1) (a "
+                       f"dropout rate; 0 = off), got {self.bypass_dropout!r}")
+    if self.memory_backend == "fused" and self.memory_options:
+      raise ValueError(
+          f"memory_backend='fused': the fused kernel does not implement "
+          f"{', '.join(self.memory_options)}; use 'auto' or 'xla'")
+
+  @property
+  def memory_options(self) -> Tuple[str, ...]:
+    """The names of the memory options (``docs/maths.md`` §8) that are on."""
+    return tuple(name for name in MEMORY_OPTIONS if getattr(self, name))
 
   @property
   def num_read_modes(self) -> int:
@@ -147,11 +217,18 @@ class DNCConfig:
 
   @property
   def interface_size(self) -> int:
-    """Width of the interface vector (``W·R + 3W + 5R + 3`` for ``H = 1``)."""
+    """Width of the interface vector (``W·R + 3W + 5R + 3`` for ``H = 1``).
+
+    ``content_masking`` adds ``R·W + H·W``, ``link_sharpness`` ``2·R·H``.
+    """
     r, h, w = self.num_reads, self.num_writes, self.word_size
     size = r * w + r + 3 * h * w + h + r + 2 * h
     if self.use_temporal_links:
       size += r * self.num_read_modes
+    if self.content_masking:
+      size += r * w + h * w
+    if self.link_sharpness:
+      size += 2 * r * h
     return size
 
   def replace(self, **changes) -> "DNCConfig":

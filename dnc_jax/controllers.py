@@ -40,17 +40,55 @@ class FeedForwardController(hk.RNNCore):
     return ()
 
 
+class LayerNormLSTM(hk.RNNCore):
+  """An LSTM with layer normalisation (Franke et al., 2018; §8.4).
+
+  With ``z = LN_g(W [x_t; h_{t-1}])`` (one normalisation over all ``4D``
+  pre-activations; its learnt offset is the gates' bias) split as
+  ``hk.LSTM`` does into ``i, g, f, o``:
+  ``c_t = σ(f + 1) ∘ c_{t-1} + σ(i) ∘ tanh(g)`` and
+  ``h_t = σ(o) ∘ tanh(LN_c(c_t))``; the carried cell is not normalised.
+  The state is an ``hk.LSTMState``, as ``hk.LSTM``'s.
+  """
+
+  def __init__(self, hidden_size: int, name: Optional[str] = None):
+    super().__init__(name=name)
+    self.hidden_size = hidden_size
+
+  def __call__(self, inputs: jax.Array, prev_state: hk.LSTMState):
+    x_and_h = jnp.concatenate([inputs, prev_state.hidden], axis=-1)
+    gated = hk.Linear(4 * self.hidden_size, with_bias=False,
+                      name="linear")(x_and_h)
+    gated = hk.LayerNorm(axis=-1, create_scale=True, create_offset=True,
+                         name="gates_layer_norm")(gated)
+    i, g, f, o = jnp.split(gated, indices_or_sections=4, axis=-1)
+    f = jax.nn.sigmoid(f + 1)  # Forget bias of 1, as hk.LSTM.
+    cell = f * prev_state.cell + jax.nn.sigmoid(i) * jnp.tanh(g)
+    normed = hk.LayerNorm(axis=-1, create_scale=True, create_offset=True,
+                          name="cell_layer_norm")(cell)
+    hidden = jax.nn.sigmoid(o) * jnp.tanh(normed)
+    return hidden, hk.LSTMState(hidden=hidden, cell=cell)
+
+  def initial_state(self, batch_size: Optional[int]) -> hk.LSTMState:
+    shape = ((self.hidden_size,) if batch_size is None
+             else (batch_size, self.hidden_size))
+    return hk.LSTMState(hidden=jnp.zeros(shape), cell=jnp.zeros(shape))
+
+
 def make_controller(config: DNCConfig) -> hk.RNNCore:
   """The controller ``config.controller`` names.
 
   ``"lstm"``: one ``hk.LSTM(hidden_size)``. ``"deep_lstm"``: ``num_layers``
   LSTMs with skip connections (each layer sees the input; the output
   concatenates every layer's). ``"feedforward"``: ``num_layers`` tanh layers.
+  With ``controller_layer_norm`` each LSTM is a :class:`LayerNormLSTM`,
+  under the same module names.
   """
+  lstm = LayerNormLSTM if config.controller_layer_norm else hk.LSTM
   if config.controller == "lstm":
-    return hk.LSTM(config.hidden_size, name="lstm")
+    return lstm(config.hidden_size, name="lstm")
   if config.controller == "deep_lstm":
-    layers = [hk.LSTM(config.hidden_size, name=f"lstm_{i}")
+    layers = [lstm(config.hidden_size, name=f"lstm_{i}")
               for i in range(config.num_layers)]
     return hk.deep_rnn_with_skip_connections(layers, name="deep_lstm")
   return FeedForwardController((config.hidden_size,) * config.num_layers,

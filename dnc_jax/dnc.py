@@ -57,12 +57,18 @@ class DNC(hk.RNNCore):
     return_read_words: return ``(controller_output [B, D], read_words
       [B, R, W])`` instead of the output layer's ``[B, output_size]`` (no
       output layer is created), to use the DNC inside a larger model.
+    is_training: with ``config.bypass_dropout > 0``, drop units of the
+      controller output on its way to the output layer (the returned
+      ``controller_output`` with ``return_read_words``), never on its way to
+      the memory (``docs/maths.md`` §8.5). Needs an rng
+      (``hk.next_rng_key``). ``False`` (the default): no dropout, no rng.
   """
 
   def __init__(self, config: DNCConfig, return_interface: bool = False,
                name: Optional[str] = None, *,
                controller: Optional[hk.RNNCore] = None,
-               return_read_words: bool = False):
+               return_read_words: bool = False,
+               is_training: bool = False):
     super().__init__(name=name)
     if not isinstance(config, DNCConfig):
       raise TypeError(f"config must be a DNCConfig, got {type(config)!r}")
@@ -72,6 +78,9 @@ class DNC(hk.RNNCore):
     self._config = config
     self._return_interface = return_interface
     self._return_read_words = bool(return_read_words)
+    if not isinstance(is_training, bool):
+      raise TypeError(f"is_training must be a bool, got {is_training!r}")
+    self._is_training = is_training
     self._controller = (make_controller(config) if controller is None
                         else controller)
     self._access = MemoryAccess(config, name="memory_access")
@@ -140,12 +149,15 @@ class DNC(hk.RNNCore):
         controller_output, prev_state.access_state)
     state = DNCState(access_state=access_state,
                      controller_state=controller_state, read_words=read_words)
+    bypass = controller_output
+    if self._is_training and self._config.bypass_dropout > 0:
+      bypass = hk.dropout(hk.next_rng_key(), self._config.bypass_dropout,
+                          bypass)
     if self._return_read_words:
-      output = (controller_output, read_words)
+      output = (bypass, read_words)
     else:
       output = hk.Linear(self._config.output_size, name="output_linear")(
-          jnp.concatenate([controller_output,
-                           read_words.reshape(*batch, -1)], axis=-1))
+          jnp.concatenate([bypass, read_words.reshape(*batch, -1)], axis=-1))
       output = self._clip(output)
     if self._return_interface:
       return (output, interface), state

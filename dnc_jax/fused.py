@@ -24,20 +24,26 @@ from dnc_jax import backend as backends
 from dnc_jax import links as link_kinds
 from dnc_jax import operands
 from dnc_jax.cpu_kernels import FusedKernelUnavailable, available
-from dnc_jax.types import AccessState, MemoryInterface, TemporalLinkageState
+from dnc_jax.types import (INTERFACE_OPTION_FIELDS, AccessState,
+                           MemoryInterface, TemporalLinkageState)
 
 __all__ = ["FusedKernelUnavailable", "KernelInputs", "KernelOutputs",
            "available", "check_operands", "memory_step", "supports"]
 
 
 def supports(interface: MemoryInterface, state: AccessState,
-             link_sparsity=None) -> bool:
+             link_sparsity=None, deallocation: bool = False) -> bool:
   """Whether the kernel computes this step: dense link or none, f32/f64.
 
   ``link_sparsity`` is kept for compatibility: a sparse link is not
   computed by this kernel (the memory step runs it without links and adds
-  the link around it; see :mod:`dnc_jax.links`).
+  the link around it; see :mod:`dnc_jax.links`). The kernel implements none
+  of the options of ``docs/maths.md`` §8 (content masks, de-allocation,
+  link sharpness): with any of them it does not apply.
   """
+  if deallocation or any(getattr(interface, f) is not None
+                         for f in INTERFACE_OPTION_FIELDS):
+    return False
   if not link_kinds.from_state(state.linkage, link_sparsity).fused:
     return False
   return backends.kernel_dtype_ok(*jax.tree.leaves((interface, state)))
@@ -126,8 +132,11 @@ def check_operands(where: str, inputs: KernelInputs, links: bool,
                          f"{np.dtype(x.dtype)}, the operands {dtype}")
 
 
-# The interface fields other than the read modes, named alike in both.
-_GATES_AND_KEYS = tuple(f for f in MemoryInterface._fields if f != "read_modes")
+# The interface fields other than the read modes (and the options the kernel
+# does not take), named alike in both.
+_GATES_AND_KEYS = tuple(
+    f for f in MemoryInterface._fields
+    if f != "read_modes" and f not in INTERFACE_OPTION_FIELDS)
 
 
 def _flat_inputs(interface: MemoryInterface, state: AccessState):

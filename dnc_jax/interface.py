@@ -28,7 +28,10 @@ def parse_interface(vector: jax.Array, config: DNCConfig) -> MemoryInterface:
       modes are present.
   Returns:
     The :class:`MemoryInterface`, keys ``[B, ·, W]``, gates ``[B, ·]``, read
-    modes ``[B, R, 1 + 2H]`` softmax-normalised (``None`` without links).
+    modes ``[B, R, 1 + 2H]`` softmax-normalised (``None`` without links);
+    with the options of ``docs/maths.md`` §8, masks ``[B, R, W]`` and
+    ``[B, H, W]`` (``σ``) and link sharpness ``[B, R, 2H]`` (``oneplus``),
+    which follow everything else in that order.
   """
   if vector.shape[-1] != config.interface_size:
     raise ValueError(
@@ -39,14 +42,24 @@ def parse_interface(vector: jax.Array, config: DNCConfig) -> MemoryInterface:
   sizes = [r * w, r, h * w, h, h * w, h * w, r, h, h]
   if config.use_temporal_links:
     sizes.append(r * config.num_read_modes)
+  if config.content_masking:
+    sizes += [r * w, h * w]
+  if config.link_sharpness:
+    sizes.append(r * 2 * h)
   splits = np.cumsum(sizes)[:-1].tolist()
   parts = jnp.split(vector, splits, axis=-1)
   (read_keys, read_strengths, write_keys, write_strengths, erase, values,
    free, allocation, write) = parts[:9]
-  read_modes = None
+  rest = parts[9:]
+  read_modes = read_masks = write_masks = link_sharpness = None
   if config.use_temporal_links:
     read_modes = jax.nn.softmax(
-        parts[9].reshape(*batch, r, config.num_read_modes), axis=-1)
+        rest.pop(0).reshape(*batch, r, config.num_read_modes), axis=-1)
+  if config.content_masking:
+    read_masks = jax.nn.sigmoid(rest.pop(0).reshape(*batch, r, w))
+    write_masks = jax.nn.sigmoid(rest.pop(0).reshape(*batch, h, w))
+  if config.link_sharpness:
+    link_sharpness = oneplus(rest.pop(0).reshape(*batch, r, 2 * h))
   squash = config.strength_squash
   return MemoryInterface(
       read_keys=read_keys.reshape(*batch, r, w),
@@ -59,4 +72,7 @@ def parse_interface(vector: jax.Array, config: DNCConfig) -> MemoryInterface:
       allocation_gates=jax.nn.sigmoid(allocation),
       write_gates=jax.nn.sigmoid(write),
       read_modes=read_modes,
+      read_masks=read_masks,
+      write_masks=write_masks,
+      link_sharpness=link_sharpness,
   )

@@ -83,6 +83,14 @@ class MemoryInterface(NamedTuple):
     read_modes: ``[B, R, 1 + 2H]`` rows summing to 1, laid out as
       ``[backward for each write head, content, forward for each write head]``;
       ``None`` when temporal links are disabled (reads are by content only).
+    read_masks: ``[B, R, W]`` in ``[0, 1]``, the content-lookup masks of the
+      read heads (``docs/maths.md`` §8); ``None`` unless
+      ``DNCConfig.content_masking``.
+    write_masks: ``[B, H, W]`` in ``[0, 1]``, those of the write heads;
+      ``None`` unless ``content_masking``.
+    link_sharpness: ``[B, R, 2H]`` exponents ``>= 1`` of the directional
+      weightings, laid out ``[backward × H, forward × H]`` (§8); ``None``
+      unless ``DNCConfig.link_sharpness``.
   """
 
   read_keys: jax.Array
@@ -95,6 +103,9 @@ class MemoryInterface(NamedTuple):
   allocation_gates: jax.Array
   write_gates: jax.Array
   read_modes: Optional[jax.Array]
+  read_masks: Optional[jax.Array] = None
+  write_masks: Optional[jax.Array] = None
+  link_sharpness: Optional[jax.Array] = None
 
 
 class DNCState(NamedTuple):
@@ -111,3 +122,8 @@ class DNCState(NamedTuple):
   access_state: AccessState
   controller_state: Any
   read_words: jax.Array
+
+
+# The MemoryInterface fields of the optional addressing of docs/maths.md §8;
+# ``None`` unless their option is on. The fused kernel takes none of them.
+INTERFACE_OPTION_FIELDS = ("read_masks", "write_masks", "link_sharpness")

@@ -56,9 +56,9 @@ class Link(NamedTuple):
     self.kind.check_state(where, linkage, sizes, self.k)
 
   def step(self, linkage, write_weights, prev_read_weights, content,
-           read_modes, memory, *, backend: str):
+           read_modes, memory, *, backend: str, sharpness=None):
     return step(self, linkage, write_weights, prev_read_weights, content,
-                read_modes, memory, backend=backend)
+                read_modes, memory, backend=backend, sharpness=sharpness)
 
 
 def from_config(config) -> Link:
@@ -104,7 +104,7 @@ def from_state(linkage, link_sparsity: Optional[int] = None) -> Link:
 def step(link: Link, linkage, write_weights: jax.Array,
          prev_read_weights: jax.Array, content: jax.Array,
          read_modes: Optional[jax.Array], memory: jax.Array, *,
-         backend: str):
+         backend: str, sharpness: Optional[jax.Array] = None):
   """Steps 7-10 of ``docs/maths.md`` §3 for ``link``'s kind.
 
   Args:
@@ -116,11 +116,23 @@ def step(link: Link, linkage, write_weights: jax.Array,
     read_modes: ``[B, R, 1 + 2H]`` (``None`` without links).
     memory: ``[B, N, W]`` after this step's write.
     backend: ``"auto"``, ``"xla"`` or ``"fused"`` (:mod:`dnc_jax.backend`).
+    sharpness: ``None``, or ``[B, R, 2H]`` exponents that sharpen the
+      forward and backward weightings (``docs/maths.md`` §8.3); the dense
+      and truncated kinds only.
   Returns:
     ``(next_linkage, read_weights [B, R, N], read_words [B, R, W])``.
+  Raises:
+    ValueError: for ``sharpness`` with the ``none`` or ``indexed`` kind.
   """
+  if sharpness is not None and link.name not in ("dense", "truncated"):
+    raise ValueError(f"link_sharpness is not implemented for the "
+                     f"{link.name!r} link kind (only 'dense' and 'truncated')")
+  if sharpness is None:
+    return link.kind.step(linkage, write_weights, prev_read_weights, content,
+                          read_modes, memory, k=link.k, backend=backend)
   return link.kind.step(linkage, write_weights, prev_read_weights, content,
-                        read_modes, memory, k=link.k, backend=backend)
+                        read_modes, memory, k=link.k, backend=backend,
+                        sharpness=sharpness)
 
 
 def dense_view(linkage) -> Optional[jax.Array]:

@@ -44,8 +44,16 @@ def check_state(where: str, linkage, sizes, k: Optional[int],
 
 
 def read(content: jax.Array, forward: jax.Array, backward: jax.Array,
-         read_modes: jax.Array, memory: jax.Array):
-  """Read weights from the three modes, and the words they read."""
+         read_modes: jax.Array, memory: jax.Array,
+         sharpness: Optional[jax.Array] = None):
+  """Read weights from the three modes, and the words they read.
+
+  ``sharpness`` (``[B, R, 2H]`` or ``None``) first sharpens the directional
+  weightings (``docs/maths.md`` §8.3).
+  """
+  if sharpness is not None:
+    forward, backward = addressing.sharpen_directional(forward, backward,
+                                                       sharpness)
   read_weights = addressing.read_weights(content, forward, backward,
                                          read_modes)
   return read_weights, addressing.read_words(read_weights, memory)
@@ -54,7 +62,7 @@ def read(content: jax.Array, forward: jax.Array, backward: jax.Array,
 def step(linkage: TemporalLinkageState, write_weights: jax.Array,
          prev_read_weights: jax.Array, content: jax.Array,
          read_modes: jax.Array, memory: jax.Array, *, k: Optional[int],
-         backend: str):
+         backend: str, sharpness: Optional[jax.Array] = None):
   """The link update and the read-out; see :func:`dnc_jax.links.step`."""
   del k, backend  # No kernel of its own: the fused step computes it whole.
   precedence = addressing.precedence_update(linkage.precedence_weights,
@@ -63,7 +71,7 @@ def step(linkage: TemporalLinkageState, write_weights: jax.Array,
       linkage.link, linkage.precedence_weights, write_weights,
       prev_read_weights)
   return (TemporalLinkageState(link, precedence),
-          *read(content, forward, backward, read_modes, memory))
+          *read(content, forward, backward, read_modes, memory, sharpness))
 
 
 def dense_view(linkage: TemporalLinkageState) -> jax.Array:

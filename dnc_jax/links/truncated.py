@@ -34,7 +34,8 @@ def check_state(where: str, linkage, sizes, k: Optional[int]):
 
 def step(linkage: TemporalLinkageState, write_weights: jax.Array,
          prev_read_weights: jax.Array, content: jax.Array,
-         read_modes: jax.Array, memory: jax.Array, *, k: int, backend: str):
+         read_modes: jax.Array, memory: jax.Array, *, k: int, backend: str,
+         sharpness: Optional[jax.Array] = None):
   """The link update and the read-out; see :func:`dnc_jax.links.step`."""
   precedence = addressing.precedence_update(linkage.precedence_weights,
                                             write_weights)
@@ -43,4 +44,5 @@ def step(linkage: TemporalLinkageState, write_weights: jax.Array,
                                        write_weights, k, backend=backend)
   forward, backward = addressing.directional_weights(link, prev_read_weights)
   return (TemporalLinkageState(link, precedence),
-          *dense.read(content, forward, backward, read_modes, memory))
+          *dense.read(content, forward, backward, read_modes, memory,
+                      sharpness))

@@ -23,7 +23,7 @@ from experiments import tasks
 from experiments.shrdlu import agent
 from experiments.shrdlu import eval as shrdlu_eval
 from experiments.tasks import shrdlu
-from experiments.tasks.base import Task
+from experiments.tasks.base import Task, TaskBase
 
 
 def test_lambda_advantages_by_hand():
@@ -113,13 +113,14 @@ def full_run(tmp_path_factory, compile_once):
 def test_two_networks_are_one_model():
   task = shrdlu.ShrdluTask(shrdlu.ShrdluConfig(lessons=MINI))
   assert isinstance(task, Task)
+  assert TaskBase().make_model({}) is None  # The default: the CLI's DNC.
   model = task.make_model(TINY)
-  inputs = np.random.default_rng(0).normal(size=(3, 2, 97)).astype(
+  inputs = np.random.default_rng(0).normal(size=(2, 2, 97)).astype(
       np.float32)
   params = model.init(jax.random.PRNGKey(0), inputs)
   assert {name.split("/")[0] for name in params} == {"policy", "value"}
   unrolled = model.apply(params, inputs)
-  assert unrolled.shape == (3, 2, 8)
+  assert unrolled.shape == (2, 2, 8)
   state = model.core.initial_state(params, 2)
   for t, x in enumerate(inputs):
     y, state = model.core.step(params, x, state)

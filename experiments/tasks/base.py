@@ -8,7 +8,8 @@ environments, as Mini-SHRDLU) supply their own step through
 :meth:`Task.make_train_step`, and keep the trainer's seeding, checkpoints,
 metrics, evaluation, curriculum and stop handling. A task whose networks are
 not the one DNC of the model settings (Mini-SHRDLU: separate policy and value
-networks) also supplies them, through :meth:`Task.make_model`, as one
+networks) also supplies them, through the optional hook
+:meth:`TaskBase.make_model` (``make_model(model_config) -> Model``), as one
 :class:`experiments.models.Model` whose ``init`` returns every network's
 parameters as one pytree: the trainer's optimiser, checkpoints and resume
 handle that pytree unchanged.
@@ -87,26 +88,6 @@ class Task(Protocol):
     whose batch shapes change with the lesson gets a recompiled step.
     """
 
-  # Own networks: ``None`` (the default) means the DNC of the model config.
-  def make_model(self, model_config: Dict[str, Any]) -> Optional[Any]:
-    """The task's own :class:`experiments.models.Model`, or ``None``.
-
-    Args:
-      model_config: the run's ``model`` settings (plain JSON data, as the
-        preset and the flags give them).
-    Returns:
-      ``None`` for the command line's DNC; else a ``Model`` whose
-      ``init(rng, inputs) -> params`` returns all of the task's networks'
-      parameters as ONE pytree (e.g. ``{"policy/...": ..., "value/...":
-      ...}``), ``apply(params, inputs [T, B, X]) -> outputs [T, B, Y]`` and,
-      for a closed-loop step, ``core``. The command line trains that
-      ``Model`` (``init_fn=model.init``, ``model=model``) and hands it back
-      to :meth:`make_train_step`; the optimiser state, checkpoints, ``best/``
-      and ``--resume`` treat the pytree as any other parameters. Called
-      once, before :meth:`make_train_step`; the task may keep the model
-      (e.g. to run episodes in :meth:`evaluate`).
-    """
-
   # Closed loop: ``None`` (the default) lets the trainer build the step.
   def make_train_step(self, model: Any, optimizer: Any
                       ) -> Optional[TrainStep]:
@@ -170,9 +151,29 @@ class TaskBase:
     del results
     return {}
 
+  # Optional hook, not part of :class:`Task` (``isinstance`` does not ask
+  # for it): ``getattr(task, "make_model", None)``.
   def make_model(self, model_config: Dict[str, Any]) -> Optional[Any]:
+    """The task's own :class:`experiments.models.Model`, or ``None``.
+
+    Args:
+      model_config: the run's ``model`` settings (plain JSON data, as the
+        preset and the flags give them).
+    Returns:
+      ``None`` for the command line's DNC; else a ``Model`` whose
+      ``init(rng, inputs) -> params`` returns all of the task's networks'
+      parameters as ONE pytree (e.g. ``{"policy/...": ..., "value/...":
+      ...}``), ``apply(params, inputs [T, B, X]) -> outputs [T, B, Y]`` and,
+      for a closed-loop step, ``core``. The command line trains that
+      ``Model`` (``init_fn=model.init``, ``model=model``) and hands it back
+      to :meth:`make_train_step`; the optimiser state, checkpoints, ``best/``
+      and ``--resume`` treat the pytree as any other parameters. Called
+      once, before :meth:`make_train_step`; the task may keep the model
+      (e.g. to run episodes in :meth:`evaluate`).
+    """
     del model_config
     return None
+
 
   def make_train_step(self, model: Any, optimizer: Any
                       ) -> Optional[TrainStep]:

@@ -37,6 +37,7 @@ from experiments.loop import (LoopConfig, OptimizerConfig, make_run_folder,
                               train)
 from experiments.models import Model, babi_model, dnc_core, unrolled_dnc
 from experiments.tasks import babi, bit
+from experiments.tasks import shrdlu as shrdlu_task
 
 EVAL_SEED = 2 ** 31 - 1  # Keeps evaluation batches apart from training's.
 SETTINGS_FILE = "settings.json"
@@ -81,9 +82,7 @@ def build_parser(prog: str = "dnc-train", task: Optional[str] = None
             for name in ("task", "model", "optimizer", "loop")}
   seen = {"task", "preset", "out", "resume", "no-progress"}
   generated = []
-  task_classes = ([babi.BabiConfig] if task == "babi" else
-                  list(bit.TASKS.values()) if task else
-                  list(bit.TASKS.values()) + [babi.BabiConfig])
+  task_classes = _task_classes(task)
   generated += flag_gen.add_dataclass_flags(
       groups["task"], "task", task_classes, seen=seen,
       convert={"tasks": babi.parse_tasks},
@@ -103,7 +102,7 @@ def build_parser(prog: str = "dnc-train", task: Optional[str] = None
       rename={"name": "optimizer"}, helps=_OPTIMIZER_HELP)
   generated += flag_gen.add_dataclass_flags(
       groups["loop"], "loop", [LoopConfig], seen=seen)
-  if task != "babi":
+  if task not in ("babi", "shrdlu"):
     groups["loop"].add_argument(
         "--target-bit-errors", type=float, default=None,
         help="bit tasks: stop once validation bit errors per sequence fall "
@@ -119,6 +118,17 @@ def build_parser(prog: str = "dnc-train", task: Optional[str] = None
   parser.add_argument("--no-progress", action="store_true",
                       help="no progress bar")
   return parser, generated
+
+
+def _task_classes(task: Optional[str]) -> List[type]:
+  """The config dataclasses whose fields are ``task`` flags."""
+  own = {"babi": [babi.BabiConfig], "shrdlu": [shrdlu_task.ShrdluConfig]}
+  if task in own:
+    return own[task]
+  if task:
+    return list(bit.TASKS.values())
+  return (list(bit.TASKS.values()) + [babi.BabiConfig]
+          + [shrdlu_task.ShrdluConfig])
 
 
 # --- Settings: preset or saved run, then the flags given. -----------------
@@ -182,9 +192,9 @@ def settings_from_record(record: Dict[str, Any]) -> Dict[str, Any]:
 def apply_flags(settings: Dict[str, Any], task_name: str, args,
                 generated, report: bool = False) -> Dict[str, Any]:
   """``settings`` with the flags given; ``report``: print each change."""
-  task_fields = ({f.name for f in dataclasses.fields(babi.BabiConfig)}
-                 if task_name == "babi" else
-                 {f.name for f in dataclasses.fields(bit.TASKS[task_name])})
+  task_fields = {f.name for cls in _task_classes(task_name)
+                 for f in dataclasses.fields(cls)
+                 if task_name not in bit.TASKS or cls is bit.TASKS[task_name]}
   for flag, value in flag_gen.given(args, generated):
     if flag.section == "task" and flag.field not in task_fields:
       raise ValueError(f"--{flag.name} does not apply to task "
@@ -199,7 +209,7 @@ def apply_flags(settings: Dict[str, Any], task_name: str, args,
                                       args.target_bit_errors]
   if settings["loop"].get("stop_below"):
     settings["loop"]["stop_below"] = list(settings["loop"]["stop_below"])
-  if task_name != "babi":
+  if task_name in bit.TASKS:
     size = getattr(args, "eval_batch_size", None)
     if size is not None:
       if report and size != settings.get("eval_batch_size", size):
@@ -230,7 +240,10 @@ def validate_settings(task_name: str, settings: Dict[str, Any]):
     ValueError: naming the first bad setting (also for unknown names).
   """
   try:
-    if task_name == "babi":
+    if task_name == "shrdlu":
+      shrdlu_task.validate(settings)
+      _loop_config(settings)
+    elif task_name == "babi":
       config = babi.BabiConfig(**settings["task"])
       babi.parse_tasks(config.tasks)
       if config.validation and not 0 < config.valid_fraction < 1:
@@ -302,6 +315,9 @@ def run(settings: Dict[str, Any], task_name: str, out_dir, *,
   if task_name == "babi":
     return run_babi(settings, out_dir, resume=resume, progress=progress,
                     stop_after=stop_after, save_settings=save_settings)
+  if task_name == "shrdlu":
+    return run_shrdlu(settings, out_dir, resume=resume, progress=progress,
+                      stop_after=stop_after, save_settings=save_settings)
   task = bit.TASKS[task_name](**settings["task"])
   model_config = DNCConfig(output_size=task.output_size,
                            input_size=task.input_size, **settings["model"])
@@ -320,6 +336,34 @@ def run(settings: Dict[str, Any], task_name: str, out_dir, *,
                out_dir=out_dir, run_record=record, evaluate=evaluate,
                resume=resume, progress=progress, stop_after=stop_after,
                model=model)
+
+
+# --- Mini-SHRDLU. ---------------------------------------------------------
+
+def shrdlu_parts(settings: Dict[str, Any]):
+  """``(task, model, optimizer config, loop config, run record)``."""
+  task = shrdlu_task.ShrdluTask(shrdlu_task.ShrdluConfig(**settings["task"]))
+  model = task.make_model(settings["model"])
+  loop_config = _loop_config(settings)
+  optimizer_config = OptimizerConfig(**settings["optimizer"])
+  record = {"task_name": "shrdlu", "task": dataclasses.asdict(task.config),
+            "model": dict(settings["model"]),
+            "optimizer": dataclasses.asdict(optimizer_config),
+            "loop": dataclasses.asdict(loop_config)}
+  return task, model, optimizer_config, loop_config, record
+
+
+def run_shrdlu(settings: Dict[str, Any], out_dir, *, resume: bool = False,
+               progress: bool = True, stop_after: Optional[int] = None,
+               save_settings: Optional[Dict[str, Any]] = None
+               ) -> Dict[str, Any]:
+  """Trains a Mini-SHRDLU agent (the task's own model and step)."""
+  task, model, optimizer_config, loop_config, record = shrdlu_parts(settings)
+  _write_settings(out_dir, save_settings)
+  return train(init_fn=model.init, apply_fn=model.apply, task=task,
+               optimizer_config=optimizer_config, loop_config=loop_config,
+               out_dir=out_dir, run_record=record, resume=resume,
+               progress=progress, stop_after=stop_after, model=model)
 
 
 # --- bAbI. ----------------------------------------------------------------

@@ -1,14 +1,29 @@
-"""Mini-SHRDLU agent: λ-advantages by hand, finite updates, exact resume."""
+"""Mini-SHRDLU under the one trainer: λ-advantages by hand, the two networks
+as one model, training with the curriculum, exact resume, evaluation and the
+episode picture.
+
+The three runs (uninterrupted, interrupted, resumed) share one compilation
+through an in-process persistent compilation cache: the same step and
+evaluation, so the same executables.
+"""
+
+import json
+import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax._src import compilation_cache
 
+from experiments import checkpoints
+from experiments import cli
+from experiments import loop
+from experiments import tasks
 from experiments.shrdlu import agent
-from experiments.shrdlu import curriculum
-from experiments.shrdlu import env
-from experiments.shrdlu import train
+from experiments.shrdlu import eval as shrdlu_eval
+from experiments.tasks import shrdlu
+from experiments.tasks.base import Task, TaskBase
 
 
 def test_lambda_advantages_by_hand():
@@ -30,57 +45,161 @@ def test_lambda_advantages_by_hand():
                              rtol=1e-6)
 
 
-TINY = agent.AgentConfig(hidden_size=16, memory_size=4, word_size=4,
-                         num_reads=1, batch_size=4)
-# Same episode length T for both lessons: one compile for the whole test.
-MINI = (env.Lesson((1, 2), (3, 3), (1, 1), (1, 1)),
-        env.Lesson((2, 2), (3, 3), (1, 1), (1, 1)))
+TINY = {"kind": "dnc", "hidden_size": 16, "memory_size": 4, "word_size": 4,
+        "num_reads": 1, "controller_grad_clip": 10.0}
+# Same episode length T for both lessons: one compile for the whole module.
+MINI = [[[1, 2], [3, 3], [1, 1], [1, 1]], [[2, 2], [3, 3], [1, 1], [1, 1]]]
 
 
-def _trainer(out, config=TINY):
-  run = train.RunConfig(eval_every=1, log_every=2, checkpoint_every=1000)
-  cur = curriculum.Curriculum(lessons=MINI, window=4, threshold=0.01)
-  return train.Trainer(run, out, config, curriculum=cur)
+def _settings(**task):
+  settings = tasks.preset("shrdlu", "cpu")
+  # A threshold any policy passes: the curriculum moves at step 1.
+  settings["task"].update(lessons=MINI, eval_episodes=8, threshold=0.01,
+                          **task)
+  settings["model"] = dict(TINY)
+  settings["loop"].update(steps=4, batch_size=4, log_every=1, eval_every=1,
+                          checkpoint_every=2)
+  return settings
 
 
-def _leaves(state):
-  return [np.asarray(x) for x in jax.tree.leaves(state)]
+def _run(out, **kwargs):
+  settings = _settings()
+  return cli.run(settings, "shrdlu", out, progress=False,
+                 save_settings={"task_name": "shrdlu", "preset": "cpu",
+                                "settings": settings}, **kwargs)
 
 
-def test_updates_are_finite_and_resume_exactly(tmp_path):
-  straight = _trainer(tmp_path / "a")
-  line = straight.train(4, log=lambda s: None)
-  assert all(np.isfinite(x).all() for x in _leaves(straight.state.params))
-  assert np.isfinite(line["loss"]) and line["step"] == 4
-  # The low threshold passes lesson 1 and the curriculum moves on.
-  assert straight.curriculum.lesson == 1 and straight.curriculum.history
-  first = _trainer(tmp_path / "b")
-  first.train(2, log=lambda s: None)  # Saves at step 2.
-  resumed = _trainer(tmp_path / "b")
-  resumed.restore()
-  assert resumed.step == 2
-  assert resumed.curriculum == first.curriculum
-  resumed.train(2, log=lambda s: None)
-  for a, b in zip(_leaves(straight.state), _leaves(resumed.state)):
-    np.testing.assert_array_equal(a, b)
-  assert resumed.curriculum == straight.curriculum
-  # Parameters did change.
-  fresh = agent.init_state(TINY, 0)
-  assert any((a != b).any() for a, b in zip(_leaves(fresh.params),
-                                             _leaves(straight.state.params)))
+def _latest(out):
+  """``(TrainState, record)`` of the run's newest checkpoint."""
+  task, model, optimizer_config, _, _ = cli.shrdlu_parts(_settings())
+  template = loop.checkpoint_template(
+      model.init, optimizer_config,
+      task.sample(np.random.default_rng(0), 1).inputs)
+  checkpointer = checkpoints.Checkpointer(out / "checkpoints", create=False)
+  try:
+    return checkpointer.restore(template)
+  finally:
+    checkpointer.close()
 
 
-def test_resume_refuses_another_config(tmp_path):
-  first = _trainer(tmp_path / "c")
-  first.save()
-  other = _trainer(tmp_path / "c", TINY.__class__(
-      **{**TINY.__dict__, "lam": 0.75}))
-  with pytest.raises(Exception, match="lam"):
-    other.restore()
+def _lines(out, kind):
+  return [l for l in map(json.loads, (out / "metrics.jsonl").read_text()
+                         .splitlines()) if l["kind"] == kind]
 
 
-def test_bad_agent_config_names_the_field():
-  with pytest.raises(ValueError, match="core"):
-    agent.AgentConfig(core="gru")
+@pytest.fixture(scope="module")
+def compile_once(tmp_path_factory):
+  names = ("jax_compilation_cache_dir",
+           "jax_persistent_cache_min_compile_time_secs",
+           "jax_persistent_cache_min_entry_size_bytes")
+  old = {name: jax.config.values[name] for name in names}
+  jax.config.update(names[0], str(tmp_path_factory.mktemp("jax-cache")))
+  jax.config.update(names[1], 0.0)
+  jax.config.update(names[2], 0)
+  compilation_cache.reset_cache()
+  yield
+  for name, value in old.items():
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, compile_once):
+  del compile_once
+  out = tmp_path_factory.mktemp("shrdlu-full")
+  return out, _run(out)
+
+
+def test_two_networks_are_one_model():
+  task = shrdlu.ShrdluTask(shrdlu.ShrdluConfig(lessons=MINI))
+  assert isinstance(task, Task)
+  assert TaskBase().make_model({}) is None  # The default: the CLI's DNC.
+  model = task.make_model(TINY)
+  inputs = np.random.default_rng(0).normal(size=(2, 2, 97)).astype(
+      np.float32)
+  params = model.init(jax.random.PRNGKey(0), inputs)
+  assert {name.split("/")[0] for name in params} == {"policy", "value"}
+  unrolled = model.apply(params, inputs)
+  assert unrolled.shape == (2, 2, 8)
+  state = model.core.initial_state(params, 2)
+  for t, x in enumerate(inputs):
+    y, state = model.core.step(params, x, state)
+    np.testing.assert_allclose(y, unrolled[t], rtol=1e-5, atol=1e-6)
+
+
+def test_trains_under_the_one_trainer(full_run):
+  out, summary = full_run
+  assert summary["step"] == 4 and summary["stopped"] is None
+  state, record = _latest(out)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))
+  train = _lines(out, "train")
+  assert [l["step"] for l in train] == [1, 2, 3, 4]
+  assert all(np.isfinite(l[k]) for l in train
+             for k in ("loss", "fraction", "perfect", "grad_norm"))
+  evals = _lines(out, "eval")
+  assert all(0 <= e["valid/fraction"] <= 1 for e in evals)
+  # The low threshold passes lesson 1; lesson 2 is the last (no test).
+  assert [c["lesson"] for c in _lines(out, "curriculum")] == [2]
+  assert record["curriculum"]["lesson"] == 1
+  assert record["curriculum"]["history"][0]["lesson"] == 1
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(full_run, tmp_path):
+  out, _ = full_run
+  first = _run(tmp_path, stop_after=1)
+  assert first["stopped"] == "stop_after" and first["step"] == 1
+  assert _latest(tmp_path)[1]["curriculum"]["lesson"] == 1
+  resumed = _run(tmp_path, resume=True)
+  assert resumed["step"] == 4
+  (a, record_a), (b, record_b) = _latest(out), _latest(tmp_path)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  assert record_a["curriculum"] == record_b["curriculum"]
+  assert ([l["loss"] for l in _lines(out, "train")]
+          == [l["loss"] for l in _lines(tmp_path, "train")])
+
+
+def test_resume_refuses_another_config(full_run, tmp_path):
+  out, _ = full_run
+  shutil.copytree(out, tmp_path / "run")
+  settings = _settings(lam=0.75)
+  with pytest.raises(checkpoints.CheckpointError, match="lam"):
+    cli.run(settings, "shrdlu", tmp_path / "run", resume=True,
+            progress=False)
+
+
+def test_eval_command_scores_lessons_and_draws_an_episode(full_run, tmp_path,
+                                                          capsys):
+  out, _ = full_run
+  png = tmp_path / "episode.png"
+  assert shrdlu_eval.main(["--checkpoint", str(out), "--episodes", "8",
+                           "--picture", str(png)]) == 0
+  text = capsys.readouterr().out
+  assert "current lesson 2" in text and f"wrote {png}" in text
+  rows = [line.split() for line in text.splitlines()
+          if line.split() and line.split()[0] in ("1", "2")]
+  assert len(rows) == 2
+  for row in rows:  # perfect + success + incomplete = 1.
+    assert sum(map(float, row[1:4])) == pytest.approx(1.0)
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_commands_and_settings():
+  parser, generated = cli.build_parser("dnc-shrdlu-train", "shrdlu")
+  args = parser.parse_args(["--preset", "paper", "--lam", "0.75",
+                            "--steps", "5"])
+  settings = cli.settings_from_args(args, generated)
+  assert settings["task"]["lam"] == 0.75 and settings["loop"]["steps"] == 5
+  assert settings["model"]["hidden_size"] == 250
+  for name in tasks.PRESETS["shrdlu"]:
+    cli.validate_settings("shrdlu", tasks.preset("shrdlu", name))
+  bad = tasks.preset("shrdlu", "cpu")
+  bad["task"]["lam"] = 1.5
   with pytest.raises(ValueError, match="lam"):
-    agent.AgentConfig(lam=1.5)
+    cli.validate_settings("shrdlu", bad)
+  bad = tasks.preset("shrdlu", "cpu")
+  bad["model"]["kind"] = "gru"
+  with pytest.raises(ValueError, match="kind"):
+    cli.validate_settings("shrdlu", bad)
+  with pytest.raises(ValueError, match="mix"):
+    shrdlu.ShrdluConfig(mix=1.5)

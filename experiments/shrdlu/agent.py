@@ -1,11 +1,16 @@
-"""Mini-SHRDLU agent: policy and value networks (DNC or LSTM) trained by
-advantage actor-critic with λ-returns (PROTOCOL §2.6).
+"""Mini-SHRDLU agent: policy and value networks (DNC or LSTM) and the pieces
+of advantage actor-critic with λ-returns (PROTOCOL §2.6).
 
-One update is one jit-compiled function (:func:`make_train_step`): reset a
-batch of boards, run the closed loop (policy samples an action, the board
-changes) with ``jax.lax.scan`` for a fixed ``T`` steps, compute the losses
-and apply RMSProp. Only action-phase steps enter the losses; presentation
-steps are inputs only (choice: the paper does not say).
+The two networks have separate parameters but are one
+:class:`experiments.models.Model` (:func:`make_model`): its parameters are one
+pytree (``policy/...`` and ``value/...``), its output ``[.., 8]`` is the
+policy's 7 logits then the value, so the one trainer's optimiser and
+checkpoints handle the pair unchanged. :func:`rollout` runs the closed loop
+(policy samples an action, the board changes) with ``jax.lax.scan`` for a
+fixed ``T`` steps; :func:`a2c_loss` turns a rollout into the losses. The
+task (:mod:`experiments.tasks.shrdlu`) puts them in one jit-compiled update.
+Only action-phase steps enter the losses; presentation steps are inputs only
+(choice: the paper does not say).
 
 Losses, summed over time, averaged over the batch of ``B`` episodes,
 undiscounted:
@@ -19,109 +24,93 @@ undiscounted:
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-from typing import Any, Callable, NamedTuple, Tuple
+from typing import Any, Dict, Tuple
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
-import optax
 
 from dnc_jax import DNC
 from dnc_jax import DNCConfig
-from experiments.shrdlu import curriculum as curriculum_lib
+from experiments.models import CoreModel, Model
 from experiments.shrdlu import env
 
+KINDS = ("dnc", "lstm")
+OUTPUT_SIZE = env.NUM_ACTIONS + 1  # 7 policy logits, then the value.
 
-@dataclasses.dataclass(frozen=True)
-class AgentConfig:
-  """Networks and learning rule.
 
-  Attributes:
-    core: ``"dnc"`` (two DNCs) or ``"lstm"`` (two LSTMs + linear heads).
-    hidden_size, num_layers: controller (DNC) or LSTM size.
-    memory_size, word_size, num_reads: the DNC's memory.
-    lam: λ of the advantage (0.5 or 0.75 in Table 2).
-    entropy_cost: β.
-    learning_rate, rms_decay, rms_eps: RMSProp.
-    batch_size: episodes per update.
-    grad_clip: element-wise clip of gradients on controller activations.
+def network_configs(model: Dict[str, Any]) -> Tuple[str, DNCConfig,
+                                                    DNCConfig]:
+  """``(kind, policy config, value config)`` from a preset's model section.
+
+  ``model`` holds ``kind`` (``"dnc"``, default, or ``"lstm"``: only
+  ``hidden_size`` and ``num_layers`` count) and :class:`DNCConfig` fields.
+
+  Raises:
+    ValueError: an unknown kind or a bad field (named).
   """
-  core: str = "dnc"
-  hidden_size: int = 64
-  num_layers: int = 1
-  memory_size: int = 16
-  word_size: int = 16
-  num_reads: int = 2
-  lam: float = 0.5
-  entropy_cost: float = 0.05
-  learning_rate: float = 3e-4
-  rms_decay: float = 0.99
-  rms_eps: float = 1e-5
-  batch_size: int = 32
-  grad_clip: float = 10.0
-
-  def __post_init__(self):
-    if self.core not in ("dnc", "lstm"):
-      raise ValueError(f"core must be 'dnc' or 'lstm', got {self.core!r}")
-    if not 0 <= self.lam <= 1:
-      raise ValueError(f"lam must be in [0, 1], got {self.lam}")
-    for name in ("hidden_size", "num_layers", "memory_size", "word_size",
-                 "num_reads", "batch_size"):
-      if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-        raise ValueError(f"{name} must be an int >= 1, got "
-                         f"{getattr(self, name)!r}")
+  fields = dict(model)
+  kind = fields.pop("kind", "dnc")
+  if kind not in KINDS:
+    raise ValueError(f"model kind must be one of {KINDS}, got {kind!r}")
+  policy = DNCConfig(output_size=env.NUM_ACTIONS, input_size=env.OBS_SIZE,
+                     **fields)
+  value = DNCConfig(output_size=1, input_size=env.OBS_SIZE, **fields)
+  return kind, policy, value
 
 
-PRESETS = {
-    # Small enough for a CPU: 64-unit controller, 16 x 16 memory.
-    "cpu": AgentConfig(),
-    # Table 2, "Figure 5 DNC": 2 x 250 controller, 32 x 100, 2 reads, λ 0.5.
-    "paper": AgentConfig(hidden_size=250, num_layers=2, memory_size=32,
-                         word_size=100, num_reads=2, lam=0.5,
-                         entropy_cost=0.5, learning_rate=3e-5),
-    # Table 2, "Fig 4a LSTM": 2 x 250 LSTM, λ 0.5 (CPU-sized learning rate).
-    "lstm": AgentConfig(core="lstm", hidden_size=64, num_layers=2),
-}
-
-
-def _core(config: AgentConfig, output_size: int, name: str) -> hk.RNNCore:
-  if config.core == "dnc":
-    return DNC(DNCConfig(
-        output_size=output_size, memory_size=config.memory_size,
-        word_size=config.word_size, num_reads=config.num_reads,
-        hidden_size=config.hidden_size, num_layers=config.num_layers,
-        controller="lstm" if config.num_layers == 1 else "deep_lstm",
-        controller_grad_clip=config.grad_clip, input_size=env.OBS_SIZE),
-               name=name)
+def _core(kind: str, config: DNCConfig, name: str) -> hk.RNNCore:
+  if kind == "dnc":
+    return DNC(config, name=name)
   layers = [hk.LSTM(config.hidden_size) for _ in range(config.num_layers)]
-  return hk.DeepRNN(layers + [hk.Linear(output_size)], name=name)
+  return hk.DeepRNN(layers + [hk.Linear(config.output_size)], name=name)
 
 
-def make_networks(config: AgentConfig) -> hk.MultiTransformed:
-  """``init(key, obs [B, 97])``; ``apply[0](params, obs, state)`` (step)
-  -> ``((logits [B, 7], value [B]), state)``; ``apply[1](params,
-  batch)``. Policy and value are separate networks (separate parameters)."""
+def _transformed(model: Dict[str, Any]) -> hk.MultiTransformed:
+  kind, policy_config, value_config = network_configs(model)
 
   def fns():
-    policy = _core(config, env.NUM_ACTIONS, "policy")
-    value = _core(config, 1, "value")
+    policy = _core(kind, policy_config, "policy")
+    value = _core(kind, value_config, "value")
 
-    def initial(batch):
-      return policy.initial_state(batch), value.initial_state(batch)
+    def initial_state(batch_size):
+      return policy.initial_state(batch_size), value.initial_state(batch_size)
 
     def step(obs, state):
-      logits, ps = policy(obs, state[0])
-      v, vs = value(obs, state[1])
-      return (logits, v[:, 0]), (ps, vs)
+      logits, policy_state = policy(obs, state[0])
+      v, value_state = value(obs, state[1])
+      return (jnp.concatenate([logits, v], axis=-1),
+              (policy_state, value_state))
 
-    def init(obs):
-      return step(obs, initial(obs.shape[0]))
+    def unroll(inputs):
+      outputs, _ = hk.dynamic_unroll(step, inputs,
+                                     initial_state(inputs.shape[1]))
+      return outputs
 
-    return init, (step, initial)
+    def init(inputs):  # One step creates every parameter.
+      return step(inputs[0], initial_state(inputs.shape[1]))
+
+    return init, (initial_state, step, unroll)
 
   return hk.without_apply_rng(hk.multi_transform(fns))
+
+
+def make_model(model: Dict[str, Any]) -> Model:
+  """Policy and value networks as one :class:`Model`.
+
+  ``init(rng, inputs [T, B, 97]) -> params`` (both networks, one pytree);
+  ``apply(params, inputs [T, B, 97]) -> [T, B, 8]`` (logits, value);
+  ``core.initial_state(params, B)``, ``core.step(params, obs [B, 97],
+  state) -> ([B, 8], state)``; ``state = (policy state, value state)``.
+  """
+  transformed = _transformed(model)
+  initial_state, step, unroll = transformed.apply
+  return Model(transformed.init, unroll, CoreModel(initial_state, step))
+
+
+def split_outputs(outputs: jax.Array) -> Tuple[jax.Array, jax.Array]:
+  """``(logits [..., 7], value [...])`` of the model's ``[..., 8]``."""
+  return outputs[..., :env.NUM_ACTIONS], outputs[..., env.NUM_ACTIONS]
 
 
 def lambda_advantages(rewards: jax.Array, values: jax.Array,
@@ -152,50 +141,39 @@ def lambda_advantages(rewards: jax.Array, values: jax.Array,
   return adv, ret
 
 
-class TrainState(NamedTuple):
-  params: Any
-  opt_state: Any
-  key: jax.Array
-
-
-def make_optimizer(config: AgentConfig) -> optax.GradientTransformation:
-  return optax.rmsprop(config.learning_rate, decay=config.rms_decay,
-                       eps=config.rms_eps)
-
-
-def init_state(config: AgentConfig, seed: int) -> TrainState:
-  key, init_key = jax.random.split(jax.random.PRNGKey(seed))
-  params = make_networks(config).init(
-      init_key, jnp.zeros((1, env.OBS_SIZE), jnp.float32))
-  return TrainState(params, make_optimizer(config).init(params), key)
-
-
 def episode_steps(lessons, upto: int, params: env.EnvParams) -> int:
   """A static ``T`` covering every episode of lessons ``0..upto``."""
   return max(x.max_steps for x in lessons[:upto + 1]) + params.slack
 
 
-def rollout(networks, params, key, lesson_ids, table, tables, steps: int,
-            env_params: env.EnvParams):
-  """Runs ``B = len(lesson_ids)`` episodes for ``steps`` steps.
+def rollout(core: CoreModel, params, key, rows, tables, steps: int,
+            env_params: env.EnvParams, keep_states: bool = False):
+  """Runs ``B = len(rows)`` episodes (``rows``: ``int32[B, 8]`` lessons)
+  for ``steps`` steps.
 
   Returns ``(final env state, trajectory)``, trajectory time-major with
-  ``logits [T, B, 7]``, ``values``, ``actions``, ``rewards``, ``mask``.
+  ``logits [T, B, 7]``, ``values``, ``actions``, ``rewards``, ``mask``
+  (action phase); with ``keep_states`` also ``env`` (the env state before
+  each step) and ``net`` (the networks' state after it).
   """
-  batch = lesson_ids.shape[0]
+  batch = rows.shape[0]
   reset_key, run_key = jax.random.split(key)
-  state, obs = env.batch_reset(jax.random.split(reset_key, batch),
-                               table[lesson_ids], tables)
-  net_state = networks.apply[1](params, batch)
+  state, obs = env.batch_reset(jax.random.split(reset_key, batch), rows,
+                               tables)
+  net_state = core.initial_state(params, batch)
 
   def body(carry, key):
     state, obs, net_state = carry
-    (logits, value), net_state = networks.apply[0](params, obs, net_state)
+    outputs, net_state = core.step(params, obs, net_state)
+    logits, value = split_outputs(outputs)
     action = jax.random.categorical(key, logits).astype(jnp.int32)
     mask = (state.t >= state.num_present) & ~state.done
+    before = state
     state, obs, reward, _ = env.batch_step(state, action, env_params)
     out = dict(logits=logits, values=value, actions=action, rewards=reward,
                mask=mask)
+    if keep_states:
+      out.update(env=before, net=net_state)
     return (state, obs, net_state), out
 
   (state, _, _), traj = jax.lax.scan(body, (state, obs, net_state),
@@ -203,74 +181,24 @@ def rollout(networks, params, key, lesson_ids, table, tables, steps: int,
   return state, traj
 
 
-@functools.lru_cache(maxsize=None)
-def make_train_step(config: AgentConfig, steps: int,
-                    env_params: env.EnvParams = env.EnvParams(),
-                    mix: float = 0.1) -> Callable:
-  """``train_step(train_state, lesson, table, tables) -> (state, metrics)``.
-
-  ``lesson`` (int32 scalar) and the tables are arguments, so a new lesson
-  only recompiles when ``steps`` changes. jit-compiled; cached per
-  arguments, so runs in one process share the compiled function.
-  """
-  networks = make_networks(config)
-  optimizer = make_optimizer(config)
-
-  def loss_fn(params, key, lesson_ids, table, tables):
-    final, traj = rollout(networks, params, key, lesson_ids, table, tables,
-                          steps, env_params)
-    mask = traj["mask"].astype(jnp.float32)
-    values = traj["values"]
-    adv, ret = lambda_advantages(traj["rewards"], jax.lax.stop_gradient(
-        values), mask, config.lam)
-    log_probs = jax.nn.log_softmax(traj["logits"])
-    taken = jnp.take_along_axis(log_probs, traj["actions"][..., None],
-                                axis=-1)[..., 0]
-    entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
-    batch = lesson_ids.shape[0]
-    policy_loss = -jnp.sum(mask * taken * jax.lax.stop_gradient(adv)) / batch
-    value_loss = 0.5 * jnp.sum(mask * (ret - values) ** 2) / batch
-    entropy_loss = -config.entropy_cost * jnp.sum(mask * entropy) / batch
-    loss = policy_loss + value_loss + entropy_loss
-    fraction = jax.vmap(env.fraction_satisfied)(final)
-    outcome = jax.vmap(env.outcome)(final)
-    metrics = dict(
-        loss=loss, policy_loss=policy_loss, value_loss=value_loss,
-        entropy=jnp.sum(mask * entropy) / jnp.maximum(mask.sum(), 1),
-        episode_return=jnp.sum(traj["rewards"]) / batch,
-        all_done=jnp.all(final.done), fraction=fraction, outcome=outcome,
-        lesson_ids=lesson_ids, min_moves=final.min_moves)
-    return loss, metrics
-
-  @jax.jit
-  def train_step(state: TrainState, lesson, table, tables):
-    key, lesson_key, run_key = jax.random.split(state.key, 3)
-    lesson_ids = curriculum_lib.sample_lessons(lesson_key, lesson,
-                                               config.batch_size, mix)
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(
-        state.params, run_key, lesson_ids, table, tables)
-    updates, opt_state = optimizer.update(grads, state.opt_state,
-                                          state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics["grad_norm"] = optax.tree.norm(grads)
-    return TrainState(params, opt_state, key), metrics
-
-  return train_step
-
-
-@functools.lru_cache(maxsize=None)
-def make_eval(config: AgentConfig, steps: int, batch: int,
-              env_params: env.EnvParams = env.EnvParams()) -> Callable:
-  """``evaluate(params, key, lesson, table, tables) -> (outcome [B],
-  fraction [B])``: episodes of one lesson, actions sampled as in training."""
-  networks = make_networks(config)
-
-  @jax.jit
-  def evaluate(params, key, lesson, table, tables):
-    ids = jnp.full((batch,), lesson, jnp.int32)
-    final, _ = rollout(networks, params, key, ids, table, tables, steps,
-                       env_params)
-    return (jax.vmap(env.outcome)(final),
-            jax.vmap(env.fraction_satisfied)(final))
-
-  return evaluate
+def a2c_loss(traj, batch_size: int, lam: float, entropy_cost: float
+             ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+  """``(loss, {policy_loss, value_loss, entropy, episode_return})`` of a
+  :func:`rollout` trajectory (see the module docstring)."""
+  mask = traj["mask"].astype(jnp.float32)
+  values = traj["values"]
+  adv, ret = lambda_advantages(traj["rewards"],
+                               jax.lax.stop_gradient(values), mask, lam)
+  log_probs = jax.nn.log_softmax(traj["logits"])
+  taken = jnp.take_along_axis(log_probs, traj["actions"][..., None],
+                              axis=-1)[..., 0]
+  entropy = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
+  policy_loss = -jnp.sum(mask * taken * jax.lax.stop_gradient(adv))
+  policy_loss /= batch_size
+  value_loss = 0.5 * jnp.sum(mask * (ret - values) ** 2) / batch_size
+  entropy_loss = -entropy_cost * jnp.sum(mask * entropy) / batch_size
+  loss = policy_loss + value_loss + entropy_loss
+  return loss, dict(
+      policy_loss=policy_loss, value_loss=value_loss,
+      entropy=jnp.sum(mask * entropy) / jnp.maximum(mask.sum(), 1),
+      episode_return=jnp.sum(traj["rewards"] * mask) / batch_size)

@@ -1,74 +1,113 @@
-r"""Scores a Mini-SHRDLU checkpoint per lesson (Fig. 5b).
+r"""Scores a Mini-SHRDLU run per lesson (Fig. 5b) and draws an episode
+(Fig. 4a).
 
-  python -m experiments.shrdlu.eval --checkpoint RUN [--episodes 160]
-      [--lessons N]
+  dnc-shrdlu-eval --checkpoint RUN [--episodes 160] [--lessons N]
+      [--picture episode.png [--picture-lesson K]]
 
 For each lesson up to the run's current one (or ``--lessons N``): the
 fraction of episodes solved perfectly (all constraints satisfied at the end,
 first reached after exactly the minimum number of moves), solved with extra
-moves, and incomplete. Actions are sampled from the policy, as in training.
+moves, and incomplete, and the mean fraction of constraints satisfied.
+Actions are sampled from the policy, as in training. ``--picture`` draws one
+episode of lesson ``K`` (default: the current one): the board at every step,
+the policy DNC's write weightings while the goals are shown and its read
+weightings after the go cue.
 """
 
 from __future__ import annotations
 
 import argparse
 import pathlib
+import sys
+from typing import Any, Dict, List, Optional, Tuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from experiments.shrdlu import agent
-from experiments.shrdlu import env
-from experiments.shrdlu import train
+from experiments import cli
+from experiments import loop
+from experiments.checkpoints import CheckpointError
+from experiments.tasks.shrdlu import ShrdluTask
 
 
-def evaluate(trainer: train.Trainer, lessons: int, episodes: int, seed: int):
+def load_run(run_dir, step: Optional[int] = None
+             ) -> Tuple[ShrdluTask, Any, Dict[str, Any]]:
+  """``(task, params, record)`` of a run folder's latest checkpoint; the
+  task's model is built and its curriculum restored."""
+  run_dir = pathlib.Path(run_dir)
+  saved = cli.saved_settings(run_dir)
+  if saved is None:
+    raise CheckpointError(f"no Mini-SHRDLU run in {run_dir}")
+  if saved["task_name"] != "shrdlu":
+    raise ValueError(f"{run_dir} trains {saved['task_name']!r}, not shrdlu")
+  task, model, optimizer_config, _, _ = cli.shrdlu_parts(saved["settings"])
+  inputs = task.sample(np.random.default_rng(0), 1).inputs
+  params, record, _ = loop.load_params(run_dir, model.init, optimizer_config,
+                                       inputs, step=step)
+  task.restore_curriculum(record.get("curriculum", {}))
+  return task, params, record
+
+
+def evaluate(task: ShrdluTask, params, lessons: int, episodes: int,
+             seed: int) -> List[Tuple[int, float, float, float, float]]:
   """``[(lesson number, perfect, success, incomplete, fraction)]``."""
   rows = []
   key = jax.random.PRNGKey(seed)
-  cur = trainer.curriculum
-  steps = agent.episode_steps(cur.lessons, lessons - 1, trainer.env_params)
-  run = agent.make_eval(trainer.config, steps, episodes, trainer.env_params)
   for lesson in range(lessons):
     key, sub = jax.random.split(key)
-    outcome, fraction = jax.device_get(run(
-        trainer.state.params, sub, jnp.int32(lesson), trainer.table,
-        trainer.tables))
-    rows.append((lesson + 1,) + tuple(
-        float(np.mean(outcome == k)) for k in
-        (env.PERFECT, env.SUCCESS, env.INCOMPLETE)) + (float(
-            fraction.mean()),))
+    r = task.play(params, sub, lesson, episodes)
+    rows.append((lesson + 1, r["perfect"], r["success"], r["incomplete"],
+                 r["fraction"]))
   return rows
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: Optional[List[str]] = None) -> int:
+  parser = argparse.ArgumentParser(prog="dnc-shrdlu-eval",
+                                   description=__doc__.split("\n\n")[0])
   parser.add_argument("--checkpoint", required=True,
-                      help="a run folder written by experiments.shrdlu.train")
+                      help="a run folder of dnc-shrdlu-train")
   parser.add_argument("--episodes", type=int, default=160)
   parser.add_argument("--lessons", type=int, default=None,
-                      help="score lessons 1..N (default: up to the current)")
+                      help="score lessons 1..N (default: up to the current; "
+                      "0: none)")
   parser.add_argument("--seed", type=int, default=1)
+  parser.add_argument("--picture", default=None,
+                      help="draw one episode into this PNG (Fig. 4a)")
+  parser.add_argument("--picture-lesson", type=int, default=None,
+                      help="the pictured episode's lesson (default: current)")
   args = parser.parse_args(argv)
-  out = pathlib.Path(args.checkpoint)
-  from experiments import checkpoints  # pylint: disable=g-import-not-at-top
-  record = checkpoints.Checkpointer(out / "checkpoints").read_record()
-  run = train.RunConfig(**record["run"])
-  trainer = train.Trainer(run, out, agent.AgentConfig(**record["agent"]),
-                          env_params=env.EnvParams(**record["env"]))
-  trainer.restore()
-  lessons = args.lessons or trainer.curriculum.lesson + 1
-  print(f"step {trainer.step}, current lesson "
-        f"{trainer.curriculum.lesson + 1}, {args.episodes} episodes each")
-  print(f"{'lesson':>6} {'perfect':>8} {'success':>8} {'incomplete':>10} "
-        f"{'satisfied':>9}")
-  for lesson, perfect, success, incomplete, fraction in evaluate(
-      trainer, lessons, args.episodes, args.seed):
-    print(f"{lesson:>6} {perfect:>8.3f} {success:>8.3f} {incomplete:>10.3f} "
-          f"{fraction:>9.3f}")
-  trainer.checkpointer.close()
+  try:
+    task, params, record = load_run(args.checkpoint)
+    if args.episodes < 1:
+      raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    lessons = (task.lesson + 1 if args.lessons is None else args.lessons)
+    if not 0 <= lessons <= len(task.lessons):
+      raise ValueError(f"--lessons must be in 0..{len(task.lessons)}, got "
+                       f"{lessons}")
+    print(f"step {record['step']}, current lesson {task.lesson + 1}, "
+          f"{args.episodes} episodes each")
+    if lessons:
+      print(f"{'lesson':>6} {'perfect':>8} {'success':>8} "
+            f"{'incomplete':>10} {'satisfied':>9}")
+    for lesson, perfect, success, incomplete, fraction in evaluate(
+        task, params, lessons, args.episodes, args.seed):
+      print(f"{lesson:>6} {perfect:>8.3f} {success:>8.3f} "
+            f"{incomplete:>10.3f} {fraction:>9.3f}")
+    if args.picture:
+      from experiments.shrdlu import picture  # Late: matplotlib.
+      lesson = (task.lesson if args.picture_lesson is None
+                else args.picture_lesson - 1)
+      if not 0 <= lesson < len(task.lessons):
+        raise ValueError(f"--picture-lesson must be in "
+                         f"1..{len(task.lessons)}, got {lesson + 1}")
+      episode = picture.record_episode(task, params,
+                                       jax.random.PRNGKey(args.seed), lesson)
+      picture.plot_episode(episode, args.picture)
+      print(f"wrote {args.picture}")
+  except (ValueError, CheckpointError) as error:
+    parser.exit(2, f"dnc-shrdlu-eval: error: {error}\n")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

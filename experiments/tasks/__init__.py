@@ -12,12 +12,12 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict
 
-from experiments.tasks import babi, bit
+from experiments.tasks import babi, bit, shrdlu
 from experiments.tasks.base import Batch, Task, TaskBase  # noqa: F401
 
-PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = dict(bit.PRESETS,
-                                                     babi=babi.PRESETS)
-DEFAULT_PRESET = {"babi": "dnc1"}
+PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = dict(
+    bit.PRESETS, babi=babi.PRESETS, shrdlu=shrdlu.PRESETS)
+DEFAULT_PRESET = {"babi": "dnc1", "shrdlu": "cpu"}
 
 
 def preset(task: str, name: str) -> Dict[str, Any]:

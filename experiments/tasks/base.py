@@ -6,7 +6,13 @@ the step. Closed-loop tasks (a network's own outputs fed back into its next
 inputs, as DAgger for shortest paths; RL rollouts of a batch of
 environments, as Mini-SHRDLU) supply their own step through
 :meth:`Task.make_train_step`, and keep the trainer's seeding, checkpoints,
-metrics, evaluation, curriculum and stop handling.
+metrics, evaluation, curriculum and stop handling. A task whose networks are
+not the one DNC of the model settings (Mini-SHRDLU: separate policy and value
+networks) also supplies them, through the optional hook
+:meth:`TaskBase.make_model` (``make_model(model_config) -> Model``), as one
+:class:`experiments.models.Model` whose ``init`` returns every network's
+parameters as one pytree: the trainer's optimiser, checkpoints and resume
+handle that pytree unchanged.
 
 Arrays are time-major: ``inputs [T, B, X]`` (or ``[T, B]`` token ids),
 ``mask [T, B]``. The batch of step ``s`` is drawn with
@@ -144,6 +150,30 @@ class TaskBase:
   def after_evaluation(self, results: Dict[str, float]) -> Dict[str, Any]:
     del results
     return {}
+
+  # Optional hook, not part of :class:`Task` (``isinstance`` does not ask
+  # for it): ``getattr(task, "make_model", None)``.
+  def make_model(self, model_config: Dict[str, Any]) -> Optional[Any]:
+    """The task's own :class:`experiments.models.Model`, or ``None``.
+
+    Args:
+      model_config: the run's ``model`` settings (plain JSON data, as the
+        preset and the flags give them).
+    Returns:
+      ``None`` for the command line's DNC; else a ``Model`` whose
+      ``init(rng, inputs) -> params`` returns all of the task's networks'
+      parameters as ONE pytree (e.g. ``{"policy/...": ..., "value/...":
+      ...}``), ``apply(params, inputs [T, B, X]) -> outputs [T, B, Y]`` and,
+      for a closed-loop step, ``core``. The command line trains that
+      ``Model`` (``init_fn=model.init``, ``model=model``) and hands it back
+      to :meth:`make_train_step`; the optimiser state, checkpoints, ``best/``
+      and ``--resume`` treat the pytree as any other parameters. Called
+      once, before :meth:`make_train_step`; the task may keep the model
+      (e.g. to run episodes in :meth:`evaluate`).
+    """
+    del model_config
+    return None
+
 
   def make_train_step(self, model: Any, optimizer: Any
                       ) -> Optional[TrainStep]:

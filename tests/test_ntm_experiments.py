@@ -11,10 +11,12 @@ import pytest
 
 from dnc_jax.ntm import NTMConfig
 from experiments import babi_eval, cli, copy_comparison, tasks
-from experiments.checkpoints import Checkpointer, describe_differences
+from experiments.checkpoints import (Checkpointer, CheckpointError,
+                                     describe_differences)
 from experiments.loop import OptimizerConfig, load_params
 from experiments.models import (babi_model, config_from_record, model_config,
                                 sequence_model)
+from experiments.plot import load_run
 from experiments.tasks import babi, bit
 
 NTM_PRESETS = [("copy", "ntm"), ("copy", "paper_ntm"), ("repeat_copy", "ntm"),
@@ -127,6 +129,9 @@ def test_ntm_copy_trains_through_the_loop(uninterrupted):
   record = cli.saved_settings(out)
   assert record["settings"]["kind"] == "ntm"
   assert record["settings"]["model"]["shift_range"] == 1
+  # dnc-plot draws DNC memories: it refuses an NTM run by name.
+  with pytest.raises(CheckpointError, match="model kind 'ntm'"):
+    load_run(out)
 
 
 def test_ntm_resume_is_exact(uninterrupted, tmp_path):

@@ -5,7 +5,8 @@ Example::
   dnc-babi-eval --checkpoint runs/babi-dnc1 --data-dir .../en-10k --split valid
 
 Prints Extended Data Table 1's layout (question error per task, the mean,
-the number of failed tasks above 5%) beside the paper's DNC1 means, and
+the number of failed tasks above 5%) beside the paper's DNC1 means (and,
+for an NTM run, the paper's NTM summary), and
 writes ``babi-<split>.json`` and ``babi-<split>.md`` into the run folder
 (or ``--out``). The best parameters (lowest validation error) are used when
 the run kept them, else its latest checkpoint.
@@ -19,12 +20,11 @@ import pathlib
 import sys
 from typing import List, Optional
 
-from dnc_jax import DNCConfig
 from experiments import babi_data
 from experiments.checkpoints import Checkpointer, CheckpointError
 from experiments.loop import OptimizerConfig, make_run_folder
 from experiments.loop import load_params as _load_params
-from experiments.models import babi_model
+from experiments.models import babi_model, config_from_record
 from experiments.tasks import babi as babi_task
 from experiments.tasks.babi import make_predict, validation_subset
 
@@ -76,7 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       raise ValueError(f"the {args.split} split of {args.data_dir} holds no "
                        "stories")
     partial = babi_task.partial_tasks(splits["train"] + splits["valid"])
-    config = DNCConfig(**record["model"])
+    config = config_from_record(record["kind"], record["model"])
     model = babi_model(record["kind"], config, record.get("remat_chunk"))
     apply_fn = babi_task.one_hot_inputs(model.apply, len(vocab))
     init_fn = babi_task.one_hot_inputs(model.init, len(vocab))
@@ -93,7 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   counts = babi_task.evaluate(lambda ids: predict(params, ids), stories,
                               vocab, batch_size=args.batch_size)
   table = babi_task.error_table(counts, partial)
-  markdown = babi_task.markdown_table(table, args.split)
+  markdown = babi_task.markdown_table(table, args.split, record["kind"])
   header = (f"{run} ({record['preset']}, {which} parameters), "
             f"{args.split} split, {sum(table['questions'].values())} "
             "questions")
@@ -105,7 +105,8 @@ def main(argv: Optional[List[str]] = None) -> int:
   except CheckpointError as error:
     parser.exit(2, f"dnc-babi-eval: error: {error}\n")
   (out / f"babi-{args.split}.json").write_text(json.dumps(
-      {"run": str(run), "parameters": which, "split": args.split, **table},
+      {"run": str(run), "kind": record["kind"], "parameters": which,
+       "split": args.split, **table},
       indent=2))
   (out / f"babi-{args.split}.md").write_text(header + "\n\n" + markdown
                                              + "\n")

@@ -31,11 +31,13 @@ import jax
 import numpy as np
 
 from dnc_jax import DNCConfig
+from dnc_jax.ntm import NTMConfig
 from experiments import babi_data, flags as flag_gen, tasks
 from experiments.checkpoints import Checkpointer, CheckpointError
 from experiments.loop import (LoopConfig, OptimizerConfig, make_run_folder,
                               train)
-from experiments.models import Model, babi_model, dnc_core, unrolled_dnc
+from experiments.models import (Model, babi_model, check_kind, model_config,
+                                sequence_model)
 from experiments.tasks import babi, bit
 from experiments.tasks import shrdlu as shrdlu_task
 
@@ -90,13 +92,15 @@ def build_parser(prog: str = "dnc-train", task: Optional[str] = None
       helps=dict(_TASK_HELP, validation="bAbI: no validation split, so "
                  "no evaluation, best parameters or early stopping"))
   generated += flag_gen.add_dataclass_flags(
-      groups["model"], "model", [DNCConfig],
+      groups["model"], "model", [DNCConfig, NTMConfig],
       skip=("output_size", "input_size"), seen=seen,
       rename={"use_temporal_links": "no-temporal-links"},
       convert={"link_sparsity": _no_link},
       helps={"link_sparsity": "sparse link K (0: dense link)",
              "use_temporal_links": "drop the link matrix (content reads "
-             "only)", "clip_value": "clip controller and output (0: off)"})
+             "only)", "clip_value": "clip controller and output (0: off)",
+             "shift_range": "NTM presets: shifts -S..S (0: none)",
+             "initial_weighting": "NTM presets: one_hot or zeros"})
   generated += flag_gen.add_dataclass_flags(
       groups["optimizer"], "optimizer", [OptimizerConfig], seen=seen,
       rename={"name": "optimizer"}, helps=_OPTIMIZER_HELP)
@@ -171,12 +175,13 @@ def settings_from_record(record: Dict[str, Any]) -> Dict[str, Any]:
   model = {k: v for k, v in record["model"].items()
            if k not in ("output_size", "input_size")}
   if "task_name" in record:  # A bit task.
+    settings = {"task": record["task"], "model": model,
+                "optimizer": record["optimizer"], "loop": record["loop"],
+                "eval_batch_size": record.get("eval_batch_size", 100)}
+    if "kind" in record:  # Absent: a DNC (runs from before NTM presets).
+      settings["kind"] = record["kind"]
     return {"task_name": record["task_name"], "preset": None,
-            "settings": {"task": record["task"], "model": model,
-                         "optimizer": record["optimizer"],
-                         "loop": record["loop"],
-                         "eval_batch_size": record.get("eval_batch_size",
-                                                       100)}}
+            "settings": settings}
   data = record["data"]
   task = dict(data_dir=None, tasks=data["tasks"],
               valid_fraction=data["valid_fraction"],
@@ -262,8 +267,10 @@ def validate_settings(task_name: str, settings: Dict[str, Any]):
         _loop_config(settings, select_metric=None, patience=None)
     else:
       task = bit.TASKS[task_name](**settings["task"])
-      DNCConfig(output_size=task.output_size, input_size=task.input_size,
-                **settings["model"])
+      kind = settings.get("kind", "dnc")
+      check_kind(kind, ("dnc", "ntm"))
+      model_config(kind, settings["model"], task.input_size,
+                   task.output_size)
       _loop_config(settings)
     OptimizerConfig(**settings["optimizer"])
   except TypeError as error:  # An unknown or missing field.
@@ -319,17 +326,18 @@ def run(settings: Dict[str, Any], task_name: str, out_dir, *,
     return run_shrdlu(settings, out_dir, resume=resume, progress=progress,
                       stop_after=stop_after, save_settings=save_settings)
   task = bit.TASKS[task_name](**settings["task"])
-  model_config = DNCConfig(output_size=task.output_size,
-                           input_size=task.input_size, **settings["model"])
+  kind = settings.get("kind", "dnc")  # A preset's "kind"; "dnc" if absent.
+  check_kind(kind, ("dnc", "ntm"))
+  config = model_config(kind, settings["model"], task.input_size,
+                        task.output_size)
   loop_config = _loop_config(settings)
   optimizer_config = OptimizerConfig(**settings["optimizer"])
-  unrolled = unrolled_dnc(model_config)
-  model = Model(unrolled.init, unrolled.apply, dnc_core(model_config))
+  model = sequence_model(kind, config)
   evaluate = make_evaluate(task, model.apply, loop_config.seed,
                            settings["eval_batch_size"])
   record = dict(settings, task_name=task_name,
                 task=dataclasses.asdict(task),
-                model=dataclasses.asdict(model_config))
+                model=dataclasses.asdict(config))
   _write_settings(out_dir, save_settings)
   return train(init_fn=model.init, apply_fn=model.apply, task=task,
                optimizer_config=optimizer_config, loop_config=loop_config,
@@ -368,13 +376,14 @@ def run_shrdlu(settings: Dict[str, Any], out_dir, *, resume: bool = False,
 
 # --- bAbI. ----------------------------------------------------------------
 
-def babi_model_config(kind: str, model: Dict[str, Any],
-                      vocab_size: int) -> DNCConfig:
-  """The model settings for ``vocab_size`` words (LSTM: hidden size only)."""
-  if kind == "lstm":
-    return DNCConfig(output_size=vocab_size, input_size=vocab_size,
-                     hidden_size=model["hidden_size"])
-  return DNCConfig(output_size=vocab_size, input_size=vocab_size, **model)
+def babi_model_config(kind: str, model: Dict[str, Any], vocab_size: int):
+  """The model settings for ``vocab_size`` words (LSTM: hidden size only).
+
+  A :class:`~dnc_jax.DNCConfig` (``dnc``, ``lstm``) or an
+  :class:`~dnc_jax.ntm.NTMConfig` (``ntm``); see
+  :func:`experiments.models.model_config`.
+  """
+  return model_config(kind, model, vocab_size, vocab_size)
 
 
 def run_babi(settings: Dict[str, Any], out_dir, *, resume: bool = False,

@@ -1,12 +1,74 @@
-"""Haiku models the experiments train: a DNC unrolled over time."""
+"""Haiku models the experiments train: a DNC, an NTM or an LSTM over time.
+
+A preset's ``kind`` picks the model (``dnc`` when absent): ``dnc`` a
+:class:`~dnc_jax.DNC`, ``ntm`` the Neural Turing Machine of
+:mod:`dnc_jax.ntm` (Extended Data Table 1's baseline), ``lstm`` (bAbI only)
+one LSTM and a linear read-out. Its ``model`` section holds the fields of
+:class:`~dnc_jax.DNCConfig` or :class:`~dnc_jax.ntm.NTMConfig`;
+:func:`model_config` builds the one the kind needs.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+import dataclasses
+from typing import Any, Callable, Dict, NamedTuple, Optional, Union
 
 import haiku as hk
 
 from dnc_jax import DNC, DNCConfig, unroll
+from dnc_jax.ntm import NTM, NTMConfig
+
+MODEL_KINDS = ("dnc", "ntm", "lstm")
+ModelConfig = Union[DNCConfig, NTMConfig]
+_CONFIGS = {"dnc": DNCConfig, "ntm": NTMConfig, "lstm": DNCConfig}
+
+
+def check_kind(kind: str, allowed=MODEL_KINDS):
+  """Raises a one-line ``ValueError`` unless ``kind`` is one of ``allowed``."""
+  if kind not in allowed:
+    raise ValueError(f"model kind must be one of {tuple(allowed)}, got "
+                     f"{kind!r}")
+
+
+def _check_config(kind: str, config):
+  if not isinstance(config, _CONFIGS[kind]):
+    raise TypeError(f"model kind {kind!r} needs a {_CONFIGS[kind].__name__},"
+                    f" got {type(config).__name__}")
+
+
+def model_config(kind: str, fields: Dict[str, Any], input_size: int,
+                 output_size: int) -> ModelConfig:
+  """The config of a ``kind`` model from a preset's ``model`` section.
+
+  ``dnc``: a :class:`~dnc_jax.DNCConfig` of ``fields``; ``ntm``: an
+  :class:`~dnc_jax.ntm.NTMConfig` of ``fields``; ``lstm``: a
+  :class:`~dnc_jax.DNCConfig` whose ``hidden_size`` alone is used (the other
+  fields are ignored, as the LSTM has no memory).
+
+  Raises:
+    ValueError: an unknown kind, or fields the kind's config lacks (named,
+      e.g. ``link_sparsity`` for an NTM), or a bad value.
+  """
+  check_kind(kind)
+  if kind == "lstm":
+    return DNCConfig(output_size=output_size, input_size=input_size,
+                     hidden_size=fields["hidden_size"])
+  cls = _CONFIGS[kind]
+  known = {f.name for f in dataclasses.fields(cls)} - {"output_size",
+                                                       "input_size"}
+  unknown = sorted(set(fields) - known)
+  if unknown:
+    raise ValueError(
+        f"model setting{'s' if len(unknown) > 1 else ''} "
+        f"{', '.join(unknown)} do{'' if len(unknown) > 1 else 'es'} not "
+        f"apply to model kind {kind!r} ({cls.__name__})")
+  return cls(output_size=output_size, input_size=input_size, **fields)
+
+
+def config_from_record(kind: str, fields: Dict[str, Any]) -> ModelConfig:
+  """A config saved as ``dataclasses.asdict`` in a run record, rebuilt."""
+  check_kind(kind)
+  return _CONFIGS[kind](**fields)
 
 
 def unrolled_dnc(config: DNCConfig) -> hk.Transformed:
@@ -40,25 +102,43 @@ def recording_dnc(config: DNCConfig) -> hk.Transformed:
   return hk.without_apply_rng(hk.transform(forward))
 
 
-def babi_model(kind: str, config: DNCConfig,
+def unrolled_ntm(config: NTMConfig) -> hk.Transformed:
+  """``apply(params, inputs [T, B, X]) -> logits [T, B, output_size]``."""
+
+  def forward(inputs):
+    core = NTM(config)
+    outputs, _ = hk.dynamic_unroll(
+        core, inputs, core.initial_state(inputs.shape[1], inputs.dtype))
+    return outputs
+
+  return hk.without_apply_rng(hk.transform(forward))
+
+
+def babi_model(kind: str, config: ModelConfig,
                remat_chunk: Optional[int] = None) -> hk.Transformed:
   """``apply(params, one_hot [T, B, V]) -> logits [T, B, V]`` for bAbI.
 
-  ``kind`` is ``"dnc"`` (a :class:`~dnc_jax.DNC` with ``config``) or
+  ``kind`` is ``"dnc"`` (a :class:`~dnc_jax.DNC` with ``config``),
+  ``"ntm"`` (an :class:`~dnc_jax.ntm.NTM` with an ``NTMConfig``) or
   ``"lstm"``: the paper's LSTM baseline, one ``hk.LSTM`` of
   ``config.hidden_size`` units and a linear read-out, no memory.
   """
-  if kind not in ("dnc", "lstm"):
-    raise ValueError(f"model kind must be 'dnc' or 'lstm', got {kind!r}")
+  check_kind(kind)
+  _check_config(kind, config)
 
   def forward(inputs):
     if kind == "dnc":
       core = DNC(config)
+    elif kind == "ntm":
+      core = NTM(config)
     else:
       core = hk.DeepRNN([hk.LSTM(config.hidden_size, name="lstm"),
                          hk.Linear(config.output_size, name="output")])
-    outputs, _ = unroll(core, inputs, core.initial_state(inputs.shape[1]),
-                        remat_chunk=remat_chunk)
+    if kind == "ntm":  # Its state in the inputs' dtype (a scan's carry).
+      state = core.initial_state(inputs.shape[1], inputs.dtype)
+    else:
+      state = core.initial_state(inputs.shape[1])
+    outputs, _ = unroll(core, inputs, state, remat_chunk=remat_chunk)
     return outputs
 
   return hk.without_apply_rng(hk.transform(forward))
@@ -90,11 +170,15 @@ class Model(NamedTuple):
   core: Optional[CoreModel] = None
 
 
-def dnc_core(config: DNCConfig) -> CoreModel:
-  """:func:`unrolled_dnc`'s DNC one step at a time (same parameters)."""
+def _stepwise(make_core: Callable[[], hk.RNNCore]) -> CoreModel:
+  """A core one step at a time, its parameters those of the unrolled model.
+
+  ``make_core`` is called inside the transform, so the module names (and
+  hence the parameters) match the unrolled model's.
+  """
 
   def functions():
-    core = DNC(config)
+    core = make_core()
 
     def init(inputs):
       return core(inputs, core.initial_state(inputs.shape[0]))
@@ -112,7 +196,30 @@ def dnc_core(config: DNCConfig) -> CoreModel:
   return CoreModel(initial_state, step)
 
 
+def dnc_core(config: DNCConfig) -> CoreModel:
+  """:func:`unrolled_dnc`'s DNC one step at a time (same parameters)."""
+  return _stepwise(lambda: DNC(config))
+
+
+def ntm_core(config: NTMConfig) -> CoreModel:
+  """:func:`unrolled_ntm`'s NTM one step at a time (same parameters)."""
+  return _stepwise(lambda: NTM(config))
+
+
 def dnc_model(config: DNCConfig) -> Model:
   """The DNC as a :class:`Model`: unrolled, and a step at a time."""
   unrolled = unrolled_dnc(config)
   return Model(unrolled.init, unrolled.apply, dnc_core(config))
+
+
+def ntm_model(config: NTMConfig) -> Model:
+  """The NTM as a :class:`Model`: unrolled, and a step at a time."""
+  unrolled = unrolled_ntm(config)
+  return Model(unrolled.init, unrolled.apply, ntm_core(config))
+
+
+def sequence_model(kind: str, config: ModelConfig) -> Model:
+  """The bit tasks' model of ``kind`` (``"dnc"`` or ``"ntm"``)."""
+  check_kind(kind, ("dnc", "ntm"))
+  _check_config(kind, config)
+  return dnc_model(config) if kind == "dnc" else ntm_model(config)

@@ -30,6 +30,9 @@ def load_run(run: pathlib.Path, step: Optional[int] = None):
   checkpointer.close()
   if "task_name" not in saved:
     raise CheckpointError(f"{run} is not a dnc-train bit-task run")
+  if saved.get("kind", "dnc") != "dnc":
+    raise CheckpointError(f"{run} trains model kind {saved['kind']!r}: "
+                          "dnc-plot draws a DNC's memory only")
   task = bit.TASKS[saved["task_name"]](**saved["task"])
   config = DNCConfig(**saved["model"])
   params, _, _ = load_params(

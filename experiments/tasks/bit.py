@@ -337,23 +337,48 @@ _DYNAMIC_ALLOCATION = {
                  checkpoint_every=500),
 }
 
-PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {  # task -> name -> settings
-    "repeat_copy": {
-        "original": _ORIGINAL_REPEAT_COPY,
-        "default": _with(_ORIGINAL_REPEAT_COPY,
+# The NTM beside the DNC (Extended Data Table 1's baseline; docs/ntm.md):
+# ``kind: "ntm"`` and the DNC preset's controller, sizes, clipping, optimiser
+# and loop, so the two differ only in the memory; shifts -1..+1 (the 2014
+# paper's) and one-hot initial weightings. DNC-only fields (links,
+# allocation, ...) are dropped; the NTM has one controller layer.
+_NTM_FIELDS = ("controller", "hidden_size", "memory_size", "word_size",
+               "num_reads", "num_writes", "clip_value")
+
+
+def _as_ntm(base: Dict[str, Any], **model) -> Dict[str, Any]:
+  preset = copy.deepcopy(base)
+  if preset["model"].get("num_layers", 1) != 1:
+    raise ValueError("the NTM has one controller layer")
+  preset["kind"] = "ntm"
+  preset["model"] = dict({k: v for k, v in preset["model"].items()
+                          if k in _NTM_FIELDS},
+                         shift_range=1, initial_weighting="one_hot", **model)
+  return preset
+
+
+_REPEAT_COPY_CPU = _with(_ORIGINAL_REPEAT_COPY,
                          optimizer=dict(name="adam", learning_rate=3e-3,
                                         epsilon=1e-8),
                          loop=dict(steps=20_000, eval_every=500,
                                    checkpoint_every=500,
-                                   stop_below=("valid/bit_errors", 0.5))),
+                                   stop_below=("valid/bit_errors", 0.5)))
+
+PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {  # task -> name -> settings
+    "repeat_copy": {
+        "original": _ORIGINAL_REPEAT_COPY,
+        "default": _REPEAT_COPY_CPU,
+        "ntm": _as_ntm(_REPEAT_COPY_CPU),
     },
     "copy": dict(
         **{"default": _with(_COPY_CPU, model=_LINKS["dense"])},
         **{name: _with(_COPY_CPU, model=links)
            for name, links in _LINKS.items()},
         **{f"paper_{name}": _with(_COPY_PAPER, model=links)
-           for name, links in _LINKS.items()}),
-    "dynamic_allocation_copy": {"default": _DYNAMIC_ALLOCATION},
+           for name, links in _LINKS.items()},
+        ntm=_as_ntm(_COPY_CPU), paper_ntm=_as_ntm(_COPY_PAPER)),
+    "dynamic_allocation_copy": {"default": _DYNAMIC_ALLOCATION,
+                                "ntm": _as_ntm(_DYNAMIC_ALLOCATION)},
 }
 
 

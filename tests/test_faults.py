@@ -35,17 +35,20 @@ TINY = ["--task", "repeat_copy", "--num-bits", "3", "--max-length", "2",
 # ("save", n) inside the write of step n's checkpoint (files written, not
 # yet renamed into place). Seeded, ascending, one per process.
 _RNG = np.random.default_rng(int(os.environ.get("DNC_FAULT_SEED", "11")))
-KILLS = int(os.environ.get("DNC_FAULT_KILLS", "20"))
+# CI runs 6 kill points (2 inside a checkpoint write); the issue's 20 run
+# under the slow marker (python -m pytest -m slow tests/test_faults.py).
+KILLS = int(os.environ.get("DNC_FAULT_KILLS", "6"))
+SLOW_KILLS = 20
 CACHE = pathlib.Path(tempfile.mkdtemp(prefix="dnc-fault-jax-cache-"))
 atexit.register(shutil.rmtree, CACHE, ignore_errors=True)
 
 
-def _kill_points():
-  in_save = min(6, KILLS // 3)
+def _kill_points(kills):
+  in_save = min(6, kills // 3)
   saves = sorted(_RNG.choice(np.arange(EVERY, STEPS, EVERY), in_save,
                              replace=False).tolist())
   others = sorted(set(range(1, STEPS)) - set(saves))
-  steps = sorted(_RNG.choice(others, KILLS - in_save,
+  steps = sorted(_RNG.choice(others, kills - in_save,
                              replace=False).tolist())
   points = [("save", s) for s in saves] + [("step", s) for s in steps]
   return sorted(points, key=lambda p: p[1])
@@ -93,9 +96,21 @@ def uninterrupted(tmp_path_factory):
 
 def test_kill_minus_9_at_seeded_points_resumes_bit_exactly(uninterrupted,
                                                            tmp_path):
+  _kill_and_resume(uninterrupted, tmp_path, KILLS)
+
+
+@pytest.mark.slow
+def test_kill_minus_9_at_twenty_points_resumes_bit_exactly(uninterrupted,
+                                                           tmp_path):
+  _kill_and_resume(uninterrupted, tmp_path, SLOW_KILLS)
+
+
+def _kill_and_resume(uninterrupted, out_root, kills):
+  """kill -9 at ``kills`` seeded points, each run resumed by the next; the
+  last resume must end bit-identical to the uninterrupted run."""
   started = time.time()
-  out = tmp_path / "run"
-  points = _kill_points()
+  out = out_root / "run"
+  points = _kill_points(kills)
   killed = 0
   for kind, step in points:
     env = {"DNC_TEST_KILL_IN_SAVE" if kind == "save"

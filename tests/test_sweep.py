@@ -134,8 +134,8 @@ def _checkpoint(out):
   members = sweep.make_members(OptimizerConfig(**SETTINGS["optimizer"]),
                                sweep_worker.SPEC["seeds"],
                                sweep_worker.SPEC["sweep"])
-  template = sweep.initial_members(
-      model.init, members, task.sample(np.random.default_rng(0), 4).inputs)
+  template = jax.device_put(sweep.initial_members(  # On this one device.
+      model.init, members, task.sample(np.random.default_rng(0), 4).inputs))
   checkpointer = Checkpointer(pathlib.Path(out) / "checkpoints",
                               create=False)
   state, record = checkpointer.restore(template)

@@ -406,9 +406,11 @@ def is_sweep(args, saved: Optional[Dict[str, Any]] = None) -> bool:
 def run_bit_sweep(settings: Dict[str, Any], task_name: str, out_dir,
                   sweep_spec: Dict[str, Any], *, resume: bool = False,
                   progress: bool = True, stop_after: Optional[int] = None,
-                  model_devices: Optional[int] = None) -> Dict[str, Any]:
+                  model_devices: Optional[int] = None,
+                  evaluate: bool = True) -> Dict[str, Any]:
   """A bit task's sweep from ``settings`` (as ``dnc-train`` builds them)
-  and ``sweep_spec`` (``{"seeds": [...], "sweep": {field: [...]}}``)."""
+  and ``sweep_spec`` (``{"seeds": [...], "sweep": {field: [...]}}``);
+  ``evaluate=False`` skips the evaluations."""
   from dnc_jax import DNCConfig
   from experiments import cli
   from experiments.models import unrolled_dnc
@@ -436,7 +438,8 @@ def run_bit_sweep(settings: Dict[str, Any], task_name: str, out_dir,
 
   return train_sweep(init_fn=model.init, apply_fn=model.apply, task=task,
                      members=members, loop_config=loop_config, out_dir=out_dir,
-                     run_record=record, make_evaluate=make_evaluate,
+                     run_record=record,
+                     make_evaluate=make_evaluate if evaluate else None,
                      resume=resume, stop_after=stop_after,
                      model_devices=model_devices, progress=progress)
 

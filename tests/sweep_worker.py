@@ -68,7 +68,7 @@ def train_main(out, steps, stop, coordinator=None, count=None, index=None):
   settings = dict(SETTINGS, loop=dict(SETTINGS["loop"], steps=int(steps)))
   summary = sweep.run_bit_sweep(
       settings, "copy", out, SPEC, resume=True, progress=False,
-      stop_after=int(stop) or None, model_devices=1)
+      stop_after=int(stop) or None, model_devices=1, evaluate=False)
   print(f"process {jax.process_index()} done at step {summary['step']}",
         flush=True)
 

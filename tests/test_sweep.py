@@ -4,8 +4,11 @@ import json
 import os
 import pathlib
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
+import atexit
 
 import jax
 import numpy as np
@@ -25,6 +28,9 @@ import sweep_worker  # noqa: E402  pylint: disable=wrong-import-position
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 WORKER = pathlib.Path(__file__).parent / "sweep_worker.py"
 SETTINGS = sweep_worker.SETTINGS
+# Subprocesses share a persistent compilation cache: each step compiles once.
+CACHE = pathlib.Path(tempfile.mkdtemp(prefix="dnc-sweep-jax-cache-"))
+atexit.register(shutil.rmtree, CACHE, ignore_errors=True)
 
 
 def _setup(backend="fused"):
@@ -167,7 +173,10 @@ def test_interrupted_sweep_resumes_bitwise(tmp_path):
 
 
 def _env(**extra):
-  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", **extra)
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
+             JAX_COMPILATION_CACHE_DIR=str(CACHE),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", **extra)
   for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
               "JAX_PROCESS_ID"):
     env.pop(key, None)

@@ -143,7 +143,8 @@ def sweep_optimizer(base: OptimizerConfig) -> Callable[
       update = optax.adam(learning_rate, eps=epsilon)
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), update)
 
-  injected = optax.inject_hyperparams(chain)
+  # float32 values: the state's dtypes stay those of init (also with x64).
+  injected = optax.inject_hyperparams(chain, hyperparam_dtype=jnp.float32)
 
   def make(config: OptimizerConfig) -> optax.GradientTransformation:
     return injected(**{f: getattr(config, f) for f in SWEEPABLE})

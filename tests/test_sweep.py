@@ -243,3 +243,18 @@ def test_two_processes_train_as_one(tmp_path):
   summary = json.loads((tmp_path / "two" / "summary.json").read_text())
   assert summary["processes"] == 2 and summary["mesh"] == {"model": 1,
                                                            "data": 2}
+
+
+def test_partial_scale_out_settings_are_refused(monkeypatch):
+  for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
+              "JAX_PROCESS_ID"):
+    monkeypatch.delenv(key, raising=False)
+  assert not distributed.initialize()
+  with pytest.raises(ValueError, match="missing --coordinator-address, "
+                     "--process-id"):
+    distributed.initialize(num_processes=2)
+  with pytest.raises(ValueError, match=r"--process-id must be in \[0, 2\)"):
+    distributed.initialize("127.0.0.1:1", 2, 2)
+  count = len(jax.devices())
+  with pytest.raises(ValueError, match="must divide"):
+    distributed.make_mesh(2, 4, count + 1)

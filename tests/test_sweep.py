@@ -59,6 +59,9 @@ def test_vmapped_kernel_step_equals_separate_member_steps():
   sample = sweep.MemberSampler(task, members, 4, mesh)
   inputs = np.asarray(sample.one(3, 0).inputs)
   host_state = sweep.initial_members(model.init, members, inputs)
+  lone = model.init(jax.random.PRNGKey(7), inputs)  # As dnc-train --seed 7.
+  np.testing.assert_array_equal(
+      _flat(jax.tree.map(lambda x: x[2], host_state.params)), _flat(lone))
   step = sweep.make_sweep_step(model.apply, task, members[0].optimizer, mesh)
   hlo = step.lower(sweep.place_state(host_state, mesh), sample(0)).as_text()
   assert "DncMemoryStep" in hlo  # The fused kernel runs under vmap.

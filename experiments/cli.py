@@ -442,6 +442,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "dnc-train",
     previous = (saved_settings(out) if args.resume and out.is_dir()
                 else None)
     if sweep.is_sweep(args, previous):
+      sweep.check_task(task_name)
       saved["sweep"] = sweep.sweep_spec_from_args(args, settings, previous)
       if jax.process_index() == 0:
         _write_settings(out, saved)

@@ -417,9 +417,7 @@ def run_bit_sweep(settings: Dict[str, Any], task_name: str, out_dir,
   from experiments import cli
   from experiments.models import unrolled_dnc
   from experiments.tasks import bit
-  if task_name not in bit.TASKS:
-    raise ValueError(f"--seeds/--sweep support the bit tasks "
-                     f"{sorted(bit.TASKS)}, not {task_name!r} yet")
+  check_task(task_name)
   task = bit.TASKS[task_name](**settings["task"])
   model_config = DNCConfig(output_size=task.output_size,
                            input_size=task.input_size, **settings["model"])
@@ -444,6 +442,14 @@ def run_bit_sweep(settings: Dict[str, Any], task_name: str, out_dir,
                      make_evaluate=make_evaluate if evaluate else None,
                      resume=resume, stop_after=stop_after,
                      model_devices=model_devices, progress=progress)
+
+
+def check_task(task_name: str):
+  """One-line ``ValueError`` unless sweeps support ``task_name``."""
+  from experiments.tasks import bit
+  if task_name not in bit.TASKS:
+    raise ValueError(f"--seeds/--sweep support the bit tasks "
+                     f"{sorted(bit.TASKS)}, not {task_name!r} yet")
 
 
 def sweep_spec_from_args(args, settings, saved=None) -> Dict[str, Any]:

@@ -116,11 +116,18 @@ def test_bad_sweeps_are_refused(items, message):
     sweep.parse_sweep(items)
 
 
-def test_cli_refuses_shape_changing_sweep(tmp_path, capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "copy", "--sweep", "memory_size=8,16"],
+     "memory_size: only learning_rate"),
+    (["--task", "babi", "--data-dir", ".", "--seeds", "2"],
+     "support the bit tasks"),
+    (["--task", "copy", "--mesh-model", "2"], "applies to sweeps"),
+])
+def test_cli_refuses_what_a_sweep_cannot_do(argv, message, tmp_path, capsys):
   with pytest.raises(SystemExit):
-    cli.main(["--task", "copy", "--sweep", "memory_size=8,16",
-              "--out", str(tmp_path / "r")])
-  assert "memory_size: only learning_rate" in capsys.readouterr().err
+    cli.main(argv + ["--out", str(tmp_path / "r")])
+  assert message in capsys.readouterr().err
+  assert not (tmp_path / "r").exists()
 
 
 def test_seeds():

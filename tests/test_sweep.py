@@ -137,12 +137,12 @@ def test_seeds():
     sweep.parse_seeds("1,1")
 
 
-def _run(out, steps, stop=None, backend="auto"):
+def _run(out, steps, stop=None, evaluate=True):
   settings = json.loads(json.dumps(SETTINGS))
   settings["loop"]["steps"] = steps
-  settings["model"]["memory_backend"] = backend
   return sweep.run_bit_sweep(settings, "copy", out, sweep_worker.SPEC,
-                             resume=True, progress=False, stop_after=stop)
+                             resume=True, progress=False, stop_after=stop,
+                             evaluate=evaluate)
 
 
 def _checkpoint(out):
@@ -237,9 +237,7 @@ def _two_processes(out, steps, stop):
 def test_two_processes_train_as_one(tmp_path):
   """Two localhost processes (gloo), each feeding half of every batch,
   stop at step 2, resume to 4: the parameters of one process's run."""
-  subprocess.run([sys.executable, str(WORKER), "train",
-                  str(tmp_path / "one"), "4", "0"], cwd=ROOT, env=_env(),
-                 timeout=120, check=True)
+  _run(tmp_path / "one", 4, evaluate=False)  # One process, here.
   _two_processes(tmp_path / "two", 4, 2)
   _, record = _checkpoint(tmp_path / "two")
   assert record["step"] == 2

@@ -441,7 +441,8 @@ def main(argv: Optional[List[str]] = None, prog: str = "dnc-train",
              "settings": settings}
     previous = (saved_settings(out) if args.resume and out.is_dir()
                 else None)
-    if sweep.is_sweep(args, previous):
+    # Several processes train through the sweep's mesh (one member or more).
+    if sweep.is_sweep(args, previous) or jax.process_count() > 1:
       sweep.check_task(task_name)
       saved["sweep"] = sweep.sweep_spec_from_args(args, settings, previous)
       if jax.process_index() == 0:

@@ -32,7 +32,8 @@ import numpy as np
 
 from dnc_jax import DNCConfig
 from dnc_jax.ntm import NTMConfig
-from experiments import babi_data, flags as flag_gen, tasks
+from experiments import babi_data, distributed, flags as flag_gen, sweep
+from experiments import tasks
 from experiments.checkpoints import Checkpointer, CheckpointError
 from experiments.loop import (LoopConfig, OptimizerConfig, make_run_folder,
                               train)
@@ -121,6 +122,7 @@ def build_parser(prog: str = "dnc-train", task: Optional[str] = None
                       help="continue the run in --out from its checkpoint")
   parser.add_argument("--no-progress", action="store_true",
                       help="no progress bar")
+  sweep.add_flags(parser)
   return parser, generated
 
 
@@ -481,6 +483,8 @@ def main(argv: Optional[List[str]] = None, prog: str = "dnc-train",
   parser, generated = build_parser(prog, task)
   args = parser.parse_args(argv)
   try:
+    distributed.initialize(args.coordinator_address, args.num_processes,
+                           args.process_id)
     task_name, preset_name, settings, out = _settings(args, generated)
     validate_settings(task_name, settings)
     _check_out(out, args.resume)
@@ -488,7 +492,22 @@ def main(argv: Optional[List[str]] = None, prog: str = "dnc-train",
     started = time.time()
     saved = {"task_name": task_name, "preset": preset_name,
              "settings": settings}
-    if task_name == "babi":
+    previous = (saved_settings(out) if args.resume and out.is_dir()
+                else None)
+    # Several processes train through the sweep's mesh (one member or more).
+    if sweep.is_sweep(args, previous) or jax.process_count() > 1:
+      sweep.check_task(task_name)
+      saved["sweep"] = sweep.sweep_spec_from_args(args, settings, previous)
+      if jax.process_index() == 0:
+        _write_settings(out, saved)
+      summary = sweep.run_bit_sweep(
+          settings, task_name, out, saved["sweep"], resume=args.resume,
+          progress=not args.no_progress, model_devices=args.mesh_model)
+      summary = {k: summary[k] for k in ("step", "stopped", "train", "eval",
+                                         "mesh", "processes")}
+    elif args.mesh_model is not None:
+      raise ValueError("--mesh-model applies to sweeps (--seeds, --sweep)")
+    elif task_name == "babi":
       summary = run_babi(settings, out, resume=args.resume,
                          progress=not args.no_progress, preset=preset_name,
                          save_settings=saved)

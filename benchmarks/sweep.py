@@ -1,0 +1,140 @@
+"""Sweep members in one program vs the same members one after another.
+
+    python -m benchmarks.sweep                          # S = 1, 4, 8, 20
+    python -m benchmarks.sweep --members 1,4 --steps 5 --hidden-size 32
+
+For each ``S``: *together* is the sweep step of :mod:`experiments.sweep`
+(``S`` members ``vmap``-ed in one jit-compiled step, one device); *one
+after another* is the same step compiled for one member and run for each
+member in turn (one compilation, reused). Both time ``--steps`` steps per
+member on batches drawn beforehand (the first, compiling, step is timed
+apart). Printed: member-steps per second, sequence-steps (batch x time)
+per second, the speed-up of *together*, and the compile times, as a
+Markdown table (``--json`` writes the rows). The model and task are a
+preset's (default: repeat copy ``default``), flags override them.
+Wall-clock on this machine: compare rows of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Dict, List
+
+import jax
+import numpy as np
+
+from dnc_jax import DNCConfig
+from experiments import distributed, sweep, tasks
+from experiments.loop import OptimizerConfig
+from experiments.models import unrolled_dnc
+from experiments.tasks import bit
+
+
+def _time(step, state, batches):
+  started = time.perf_counter()
+  for batch in batches:
+    state, metrics = step(state, batch)
+  jax.block_until_ready(metrics)
+  return time.perf_counter() - started, state
+
+
+def measure(task, model, base: OptimizerConfig, members_count: int,
+            steps: int, batch_size: int) -> Dict:
+  """Times ``members_count`` members together and one after another."""
+  members = sweep.make_members(base, list(range(members_count)), {})
+  seq_per_step = batch_size * task.max_time
+  row = {"members": members_count, "steps": steps, "batch": batch_size,
+         "time": task.max_time}
+  # Together: one program, S members.
+  mesh = distributed.make_mesh(members_count, batch_size, 1)
+  sample = sweep.MemberSampler(task, members, batch_size, mesh)
+  batches = [sample(s) for s in range(steps + 1)]
+  host = sweep.initial_members(model.init, members,
+                               np.asarray(sample.one(0, 0).inputs))
+  step = sweep.make_sweep_step(model.apply, task, base, mesh)
+  state = sweep.place_state(host, mesh)
+  compile_s, state = _time(step, state, batches[:1])
+  seconds, _ = _time(step, state, batches[1:])
+  row.update(together_s=seconds, together_compile_s=compile_s)
+  # One after another: one single-member program, each member in turn.
+  total, single_compile = 0.0, None
+  one_step = sweep.make_sweep_step(model.apply, task, base,
+                                   distributed.make_mesh(1, batch_size, 1))
+  for m, member in enumerate(members):
+    one_mesh = distributed.make_mesh(1, batch_size, 1)
+    one_sample = sweep.MemberSampler(task, [member], batch_size, one_mesh)
+    one_batches = [one_sample(s) for s in range(steps + 1)]
+    one_state = sweep.place_state(
+        jax.tree.map(lambda x, m=m: x[m:m + 1], host), one_mesh)
+    first, one_state = _time(one_step, one_state, one_batches[:1])
+    if single_compile is None:
+      single_compile = first
+    seconds, _ = _time(one_step, one_state, one_batches[1:])
+    total += seconds
+  row.update(sequential_s=total, sequential_compile_s=single_compile)
+  work = members_count * steps
+  row.update(
+      together_member_steps_per_s=work / row["together_s"],
+      sequential_member_steps_per_s=work / total,
+      together_seq_steps_per_s=work * seq_per_step / row["together_s"],
+      sequential_seq_steps_per_s=work * seq_per_step / total,
+      speedup=total / row["together_s"])
+  return row
+
+
+def table(rows: List[Dict]) -> str:
+  lines = ["| S | together member-steps/s | one-by-one member-steps/s | "
+           "together seq-steps/s | one-by-one seq-steps/s | speed-up | "
+           "compile together / one (s) |",
+           "|---|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(
+        f"| {r['members']} | {r['together_member_steps_per_s']:.1f} | "
+        f"{r['sequential_member_steps_per_s']:.1f} | "
+        f"{r['together_seq_steps_per_s']:.0f} | "
+        f"{r['sequential_seq_steps_per_s']:.0f} | {r['speedup']:.2f}x | "
+        f"{r['together_compile_s']:.1f} / {r['sequential_compile_s']:.1f} |")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--task", default="repeat_copy")
+  parser.add_argument("--preset", default="default")
+  parser.add_argument("--members", default="1,4,8,20",
+                      help="comma-separated member counts S")
+  parser.add_argument("--steps", type=int, default=10,
+                      help="timed steps per member")
+  parser.add_argument("--batch-size", type=int, default=None)
+  parser.add_argument("--hidden-size", type=int, default=None)
+  parser.add_argument("--memory-size", type=int, default=None)
+  parser.add_argument("--word-size", type=int, default=None)
+  parser.add_argument("--json", default=None, help="write the rows here")
+  args = parser.parse_args(argv)
+  settings = tasks.preset(args.task, args.preset)
+  for field in ("hidden_size", "memory_size", "word_size"):
+    if getattr(args, field) is not None:
+      settings["model"][field] = getattr(args, field)
+  batch_size = args.batch_size or settings["loop"]["batch_size"]
+  task = bit.TASKS[args.task](**settings["task"])
+  model = unrolled_dnc(DNCConfig(output_size=task.output_size,
+                                 input_size=task.input_size,
+                                 **settings["model"]))
+  base = OptimizerConfig(**settings["optimizer"])
+  print(f"{args.task}/{args.preset}: model {settings['model']}, batch "
+        f"{batch_size}, T {task.max_time}, {args.steps} timed steps per "
+        f"member, backend {jax.default_backend()}", flush=True)
+  rows = []
+  for count in [int(s) for s in args.members.split(",")]:
+    rows.append(measure(task, model, base, count, args.steps, batch_size))
+    print(f"S={count}: speed-up {rows[-1]['speedup']:.2f}x", flush=True)
+  print(table(rows))
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()

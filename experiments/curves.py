@@ -1,0 +1,139 @@
+"""``dnc-curve``: a run's learning curve from its ``metrics.jsonl``, as a PNG.
+
+    dnc-curve --run runs/babi-dnc1                         # bAbI defaults
+    dnc-curve --run RUN --metrics valid/accuracy --out curve.png
+
+Plots each evaluation metric against the examples seen (training steps x
+batch size, or the examples a curriculum counted), one panel per metric.
+For a bAbI run the defaults are the mean validation error and the number
+of failed tasks, as issue reports and the paper tabulate them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+from typing import Dict, List, Optional, Sequence, Tuple
+
+BABI_METRICS = ("valid/mean_error", "valid/failed_tasks")
+
+
+def read_evaluations(run: pathlib.Path) -> List[Dict]:
+  """The evaluation records of ``run/metrics.jsonl``, in order."""
+  path = run / "metrics.jsonl"
+  if not path.is_file():
+    raise FileNotFoundError(f"{run} has no metrics.jsonl")
+  records = []
+  for number, line in enumerate(path.read_text().splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as error:
+      raise ValueError(f"{path}:{number}: not JSON ({error})") from None
+    if record.get("kind") == "eval":
+      records.append(record)
+  return records
+
+
+def batch_size_of(run: pathlib.Path) -> Optional[int]:
+  """The run's batch size from ``settings.json`` or ``summary.json``."""
+  for name in ("settings.json", "summary.json"):
+    path = run / name
+    if path.is_file():
+      found = _find_key(json.loads(path.read_text()), "batch_size")
+      if found is not None:
+        return int(found)
+  return None
+
+
+def _find_key(tree, key):
+  if isinstance(tree, dict):
+    if key in tree and isinstance(tree[key], int):
+      return tree[key]
+    for value in tree.values():
+      found = _find_key(value, key)
+      if found is not None:
+        return found
+  return None
+
+
+def curve(records: Sequence[Dict], metric: str, batch_size: Optional[int]
+          ) -> Tuple[List[float], List[float]]:
+  """``(examples seen, values)`` of ``metric`` over the evaluations."""
+  xs, ys = [], []
+  for record in records:
+    if metric not in record:
+      continue
+    if "valid/examples_seen" in record:
+      xs.append(float(record["valid/examples_seen"]))
+    elif batch_size:
+      xs.append(float(record["step"]) * batch_size)
+    else:
+      xs.append(float(record["step"]))
+    ys.append(float(record[metric]))
+  return xs, ys
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="dnc-curve", description=__doc__.split("\n\n")[0])
+  parser.add_argument("--run", required=True, help="a run folder")
+  parser.add_argument("--metrics", default=None,
+                      help="comma-separated evaluation metrics (default: "
+                      "bAbI's mean error and failed tasks, else every "
+                      "valid/ metric)")
+  parser.add_argument("--out", default=None,
+                      help="PNG path (default RUN/learning-curve.png)")
+  parser.add_argument("--batch-size", type=int, default=None,
+                      help="examples per step, for runs whose settings do "
+                      "not record it (runs older than settings.json)")
+  args = parser.parse_args(argv)
+  run = pathlib.Path(args.run)
+  try:
+    records = read_evaluations(run)
+  except (FileNotFoundError, ValueError) as error:
+    parser.exit(2, f"dnc-curve: error: {error}\n")
+  if not records:
+    parser.exit(2, f"dnc-curve: error: {run}/metrics.jsonl holds no "
+                "evaluation yet\n")
+  if args.metrics:
+    metrics = args.metrics.split(",")
+  elif all(m in records[-1] for m in BABI_METRICS):
+    metrics = list(BABI_METRICS)
+  else:
+    metrics = sorted(k for k in records[-1]
+                     if k.startswith("valid/") and k != "valid/examples_seen"
+                     and isinstance(records[-1][k], (int, float)))[:4]
+  missing = [m for m in metrics if not any(m in r for r in records)]
+  if missing:
+    parser.exit(2, f"dnc-curve: error: no evaluation in {run} has "
+                f"{', '.join(missing)}\n")
+  out = pathlib.Path(args.out) if args.out else run / "learning-curve.png"
+  if not out.parent.is_dir():
+    parser.exit(2, f"dnc-curve: error: {out.parent} is not a folder\n")
+
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  batch = args.batch_size or batch_size_of(run)
+  figure, axes = plt.subplots(len(metrics), 1, figsize=(6, 2.6 * len(metrics)),
+                              squeeze=False)
+  for axis, metric in zip(axes[:, 0], metrics):
+    xs, ys = curve(records, metric, batch)
+    axis.plot(xs, ys, marker="o")
+    axis.set_ylabel(metric)
+    axis.grid(alpha=0.3)
+  axes[-1, 0].set_xlabel("examples seen" if batch or any(
+      "valid/examples_seen" in r for r in records) else "steps")
+  axes[0, 0].set_title(run.name)
+  figure.tight_layout()
+  figure.savefig(out, dpi=100)
+  print(f"wrote {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

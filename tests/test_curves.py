@@ -1,0 +1,50 @@
+"""dnc-curve reads a run's evaluations and draws them."""
+
+import json
+
+import pytest
+
+from experiments import curves
+
+
+def _run(tmp_path, records, settings=None):
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "metrics.jsonl").write_text(
+      "\n".join(json.dumps(r) for r in records) + "\n")
+  if settings is not None:
+    (run / "settings.json").write_text(json.dumps(settings))
+  return run
+
+
+def test_examples_seen_are_steps_times_the_batch_size(tmp_path):
+  run = _run(tmp_path, [
+      {"kind": "train", "step": 1, "loss": 3.0},
+      {"kind": "eval", "step": 2000, "valid/mean_error": 60.0},
+      {"kind": "eval", "step": 4000, "valid/mean_error": 50.0}],
+      settings={"loop": {"batch_size": 16}})
+  records = curves.read_evaluations(run)
+  assert [r["step"] for r in records] == [2000, 4000]
+  xs, ys = curves.curve(records, "valid/mean_error",
+                        curves.batch_size_of(run))
+  assert xs == [32000.0, 64000.0] and ys == [60.0, 50.0]
+
+
+def test_a_curriculum_counts_its_own_examples(tmp_path):
+  records = [{"kind": "eval", "step": 5, "valid/accuracy": 0.5,
+              "valid/examples_seen": 123.0}]
+  assert curves.curve(records, "valid/accuracy", 16) == ([123.0], [0.5])
+
+
+def test_command_writes_a_png_and_names_bad_input(tmp_path, capsys):
+  run = _run(tmp_path, [
+      {"kind": "eval", "step": 10, "valid/mean_error": 40.0,
+       "valid/failed_tasks": 12.0}])
+  assert curves.main(["--run", str(run)]) == 0
+  assert (run / "learning-curve.png").read_bytes()[:4] == b"\x89PNG"
+  with pytest.raises(SystemExit):
+    curves.main(["--run", str(run), "--metrics", "valid/nothing"])
+  assert "valid/nothing" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    curves.main(["--run", str(tmp_path / "missing")])
+  assert "no metrics.jsonl" in capsys.readouterr().err

@@ -13,12 +13,18 @@ steps (the process's high-water mark, reset after compilation) and the
 resident memory just before them (the runtime, parameters and compiled
 code: what no step can save); on GPU the device memory in use at its peak
 (jax cannot reset that mark, so the forward pass counts too).
-Every configuration runs in a fresh process. ``--peers`` also runs the PyPI
-``dnc`` package (a PyTorch DNC, 1.1.0) on the same configuration in its own
-virtual environment (or with ``--peer-python``'s interpreter; on the GPU
-where its torch sees one) and prints our training speed, dense or sparse
-link, as a ratio of its (it has only the exact dense link). Results are
-printed as a Markdown table and written as JSON (``--json``).
+Every configuration runs in a fresh process. ``--peers`` also times the
+PyTorch peers on the same configuration, before and after our rows of each
+memory size: pytorch-dnc 2.0 from its source folder (``--peer-source``, by
+default ``../shared/peers/pytorch-dnc``), the strongest peer, and the PyPI
+``dnc`` 1.1.0, in their own virtual environment (or with
+``--peer-python``'s interpreter; on the GPU where its torch sees one). Our
+training speed, dense or sparse link, is printed as a ratio of the fastest
+peer figure of the run at that size (the peers have only the exact dense
+link). ``--flops`` adds FLOPs per sequence-step (by formula, see
+:func:`flops_per_seq_step`) and the fraction of this machine's matmul peak
+(measured in the same run) that each row's training speed reaches. Results
+are printed as a Markdown table and written as JSON (``--json``).
 
 The timings are wall-clock on whatever machine runs this; report ratios from
 one run rather than absolute times.
@@ -125,6 +131,7 @@ def measure(config: Dict) -> Dict:
 
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_PEER_SOURCE = REPO.parent / "shared" / "peers" / "pytorch-dnc"
 
 
 def run_json(command: List[str], timeout: float) -> Dict:
@@ -143,6 +150,56 @@ def run_json(command: List[str], timeout: float) -> Dict:
 def run_in_subprocess(config: Dict, timeout: float) -> Dict:
   return run_json([sys.executable, "-m", "benchmarks.speed", "--single",
                    json.dumps(config)], timeout)
+
+
+def flops_per_seq_step(config: Dict) -> Dict[str, float]:
+  """Multiply-adds x 2 of one sequence-step, forward and training, by formula.
+
+  Counts the dense products that dominate (LSTM gates, interface and output
+  layers, content addressing, erase/write, reads, and the link's update and
+  directional reads: ``O(N^2)`` dense, ``O(N K)`` sparse); element-wise
+  squashes and the allocation sort are left out, so this is a lower bound.
+  A training step is counted as three forward passes (the usual estimate:
+  the backward pass costs about twice the forward).
+  """
+  n, w, r = config["memory_size"], config["word_size"], config["num_reads"]
+  h, x = config["hidden_size"], config["inputs"]
+  interface = r * w + 3 * w + 5 * r + 3  # one write head, with links
+  controller = 2 * (x + r * w + h) * 4 * h
+  layers = 2 * h * interface + 2 * (h + r * w) * x
+  content = 2 * n * w * (r + 1) + 2 * n * w  # keys x memory, norms
+  write = 4 * n * w  # erase and add
+  reads = 2 * r * n * w
+  if config.get("link_sparsity"):
+    k = config["link_sparsity"]
+    link = 4 * n * k + 2 * 2 * r * n * k
+  else:
+    link = 4 * n * n + 2 * 2 * r * n * n
+  forward = controller + layers + content + write + reads + link
+  return {"forward": float(forward), "train": 3.0 * forward}
+
+
+def peak_flops(seconds: float = 2.0) -> float:
+  """FLOP/s of a float32 1024 x 1024 matmul under jax on this machine.
+
+  The machine's attainable peak for the dtype and library the DNC uses (all
+  cores, the median of repeated products), measured in the same run as the
+  timings so a shared machine's load affects both alike.
+  """
+  import jax
+  import jax.numpy as jnp
+
+  size = 1024
+  a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+  product = jax.jit(lambda a: a @ a)
+  jax.block_until_ready(product(a))
+  times = []
+  deadline = time.perf_counter() + seconds
+  while time.perf_counter() < deadline or len(times) < 5:
+    start = time.perf_counter()
+    jax.block_until_ready(product(a))
+    times.append(time.perf_counter() - start)
+  return 2.0 * size ** 3 / statistics.median(times)
 
 
 def peer_python(venv: pathlib.Path) -> pathlib.Path:
@@ -164,9 +221,11 @@ def peer_python(venv: pathlib.Path) -> pathlib.Path:
 
 
 def run_peer(python: pathlib.Path, config: Dict, device: str,
-             timeout: float) -> Dict:
+             timeout: float, source: Optional[pathlib.Path] = None) -> Dict:
+  """Times one peer: the installed ``dnc`` or, with ``source``, its folder."""
+  extra = [f"--source={source}"] if source else []
   return run_json([str(python), "-m", "benchmarks.peers.dnc_pytorch",
-                   f"--device={device}"] + [
+                   f"--device={device}", *extra] + [
       f"--{k.replace('_', '-')}={config[k]}" for k in
       ("memory_size", "word_size", "num_reads", "hidden_size", "batch_size",
        "time", "inputs", "steps", "warmup")], timeout)
@@ -180,17 +239,49 @@ def _gib(value: Optional[float]) -> str:
   return "-" if value is None else f"{value / GIB:.2f}"
 
 
-def markdown(rows: List[Dict]) -> str:
+def set_ratios(rows: List[Dict]):
+  """Each row's training speed over the fastest peer's at its ``N``.
+
+  The reference is the best training figure of any peer timed in the run
+  at that memory size (before or after our rows), so a peer slowed by a
+  busy moment does not flatter us.
+  """
+  best: Dict[int, float] = {}
+  for row in rows:
+    rate = row["result"].get("train_seq_steps_per_s")
+    if row.get("peer") and rate:
+      size = row["config"]["memory_size"]
+      best[size] = max(best.get(size, 0.0), rate)
+  for row in rows:
+    rate = row["result"].get("train_seq_steps_per_s")
+    reference = best.get(row["config"]["memory_size"])
+    row["ratio"] = rate / reference if rate and reference else None
+
+
+def _flops_cells(row: Dict) -> str:
+  flops, peak = row.get("flops"), row.get("peak_flops")
+  rate = row["result"].get("train_seq_steps_per_s")
+  if not flops:
+    return " - | - |"
+  used = (f"{100 * flops['train'] * rate / peak:.1f}%"
+          if rate and peak else "-")
+  return f" {flops['train'] / 1e6:,.1f} | {used} |"
+
+
+def markdown(rows: List[Dict], flops: bool = False) -> str:
+  extra_head = (" train MFLOP / seq-step | of matmul peak |" if flops
+                else "")
   lines = ["| implementation | N | link | B x T | forward seq-steps/s | "
            "train seq-steps/s | train / best peer | peak GiB (train) | "
-           "of which before the step | compile s (train) |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "of which before the step | compile s (train) |" + extra_head,
+           "|---|---|---|---|---|---|---|---|---|---|" +
+           ("---|---|" if flops else "")]
   for row in rows:
     r, c = row["result"], row["config"]
     if "error" in r:
       lines.append(f"| {row['name']} | {c['memory_size']} | {c['link']} | "
                    f"{c['batch_size']} x {c['time']} | {r['error']} "
-                   "| | | | | |")
+                   "| | | | | |" + (" | |" if flops else ""))
       continue
     ratio = row.get("ratio")
     lines.append(
@@ -201,7 +292,8 @@ def markdown(rows: List[Dict]) -> str:
         f"{'-' if ratio is None else f'{ratio:.2f}x'} | "
         f"{_gib(r.get('train_peak_bytes'))} | "
         f"{_gib(r.get('train_base_bytes'))} | "
-        f"{r.get('train_compile_s', float('nan')):.1f} |")
+        f"{r.get('train_compile_s', float('nan')):.1f} |" +
+        (_flops_cells(row) if flops else ""))
   return "\n".join(lines)
 
 
@@ -210,6 +302,8 @@ def main(argv: Optional[List[str]] = None) -> int:
       description=__doc__.split("\n\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--single", help=argparse.SUPPRESS)
+  parser.add_argument("--peak-flops", action="store_true",
+                      help=argparse.SUPPRESS)
   parser.add_argument("--memory-sizes", default="256,1024,4096,16384,65536")
   parser.add_argument("--links", default="dense,sparse",
                       help="dense and/or sparse (dense is skipped above "
@@ -232,7 +326,16 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument("--remat-chunk", default="auto",
                       help="'auto' (none up to N=256, else 8), 'none' or C")
   parser.add_argument("--peers", action="store_true",
-                      help="also time the PyPI dnc package (PyTorch)")
+                      help="also time the PyTorch peers, before and after "
+                      "our rows: pytorch-dnc 2.0 from --peer-source and the "
+                      "PyPI dnc 1.1.0")
+  parser.add_argument("--peer-source", default=str(DEFAULT_PEER_SOURCE),
+                      help="folder holding pytorch-dnc's dnc/ package "
+                      "(default: ../shared/peers/pytorch-dnc); 'none' to "
+                      "time only the PyPI release")
+  parser.add_argument("--flops", action="store_true",
+                      help="add FLOPs per sequence-step (by formula) and "
+                      "the fraction of this machine's matmul peak")
   parser.add_argument("--peer-max-size", type=int, default=1024,
                       help="run the peer only up to this N (it keeps the "
                       "N x N link of every step)")
@@ -257,6 +360,9 @@ def main(argv: Optional[List[str]] = None) -> int:
   if args.single:
     print(json.dumps(measure(json.loads(args.single))))
     return 0
+  if args.peak_flops:
+    print(json.dumps({"peak_flops": peak_flops()}))
+    return 0
 
   hlo_dir = None
   if args.hlo_dir:  # absolute: the timers run from the repository root
@@ -270,18 +376,33 @@ def main(argv: Optional[List[str]] = None) -> int:
     venv = pathlib.Path(args.peer_venv or pathlib.Path.home() / ".cache" /
                         "dnc_jax" / "peers-venv")
     peer = peer_python(venv)
+  peer_sources: List[Optional[pathlib.Path]] = [None]
+  if args.peers and args.peer_source != "none":
+    source = pathlib.Path(args.peer_source).resolve()
+    if not (source / "dnc" / "__init__.py").exists():
+      parser.error(f"--peer-source {args.peer_source}: no dnc/ package "
+                   "there ('none' times only the PyPI release)")
+    peer_sources = [source, None]
   links = args.links.split(",")
   for link in links:
     if link not in ("dense", "sparse"):
       parser.error(f"--links takes dense and sparse, got {link!r}")
+  peak = None
+  if args.flops:
+    peak = run_json([sys.executable, "-m", "benchmarks.speed",
+                     "--peak-flops"], args.timeout).get("peak_flops")
+    print(f"matmul peak (float32 1024^3, jax, all cores): "
+          f"{peak / 1e9:,.1f} GFLOP/s" if peak else "matmul peak: failed",
+          flush=True)
 
-  def add(row, best_peer):
+  def add(row):
     """Prints and saves each row when it is done: a cut run keeps it."""
-    rate = row["result"].get("train_seq_steps_per_s")
-    if best_peer and rate:
-      row["ratio"] = rate / best_peer
+    if args.flops:
+      row["flops"] = flops_per_seq_step(row["config"])
+      row["peak_flops"] = peak
     rows.append(row)
-    print(markdown([row]).split("\n", 2)[-1], flush=True)
+    set_ratios(rows)
+    print(markdown([row], flops=args.flops).split("\n", 2)[-1], flush=True)
     if args.json:
       pathlib.Path(args.json).write_text(json.dumps(rows, indent=2))
 
@@ -295,14 +416,20 @@ def main(argv: Optional[List[str]] = None) -> int:
                   num_reads=args.num_reads, hidden_size=args.hidden_size,
                   inputs=args.inputs, steps=args.steps, warmup=args.warmup,
                   remat_chunk=remat, hlo_dir=hlo_dir and str(hlo_dir))
-    # The peer (exact dense link) is the reference for both of our links.
-    best_peer = None
-    if peer is not None and size <= args.peer_max_size:
-      base = dict(common, link="dense", link_sparsity=None)
-      result = run_peer(peer, base, args.peer_device, args.timeout)
-      best_peer = result.get("train_seq_steps_per_s")
-      add({"name": result.get("implementation", "dnc (PyTorch)"),
-           "config": base, "result": result, "peer": True}, best_peer)
+    peer_config = dict(common, link="dense", link_sparsity=None)
+
+    def time_peers(when: str):
+      """The peers (exact dense link): the reference for both our links."""
+      if peer is None or size > args.peer_max_size:
+        return
+      for source in peer_sources:
+        result = run_peer(peer, peer_config, args.peer_device, args.timeout,
+                          source)
+        add({"name": f"{result.get('implementation', 'dnc (PyTorch)')}, "
+                     f"{when}",
+             "config": peer_config, "result": result, "peer": True})
+
+    time_peers("before")
     for link in links:
       if link == "dense" and size > args.max_dense_size:
         continue
@@ -315,9 +442,12 @@ def main(argv: Optional[List[str]] = None) -> int:
           notes = (f", remat {remat}" if remat else "") + (
               f", unroll {scan_unroll}" if scan_unroll > 1 else "")
           add({"name": f"dnc_jax ({backend}{notes})", "config": config,
-               "result": result}, best_peer)
+               "result": result})
+    time_peers("after")
   print()
-  print(markdown(rows))
+  print(markdown(rows, flops=args.flops))
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(rows, indent=2))
   return 0
 
 

@@ -21,3 +21,50 @@ def test_hlo_loops_finds_a_scan_body_and_its_work():
   assert sum(counts.values()) >= 1  # at least the matmul or its fusion
   assert not hlo_loops.loop_bodies(
       jax.jit(jnp.sin).lower(1.0).compile().as_text())
+
+
+def test_ratios_use_the_fastest_peer_of_each_memory_size():
+  from benchmarks.speed import set_ratios
+
+  def row(size, rate, peer=False):
+    return {"config": {"memory_size": size}, "peer": peer,
+            "result": {"train_seq_steps_per_s": rate}}
+
+  rows = [row(256, 500.0, peer=True), row(256, 2000.0),
+          row(256, 800.0, peer=True), row(1024, 300.0),
+          row(1024, 100.0, peer=True), row(16, 50.0)]
+  set_ratios(rows)
+  assert rows[1]["ratio"] == 2000.0 / 800.0  # not the slower 500
+  assert rows[0]["ratio"] == 500.0 / 800.0
+  assert rows[3]["ratio"] == 3.0
+  assert rows[5]["ratio"] is None  # no peer timed at N = 16
+
+
+def test_babi_mixture_weights_each_bucket_by_its_share():
+  from benchmarks.babi_speed import combine
+
+  shares = {32: 0.5, 64: 0.3, 128: 0.2}
+  seconds = {32: 1.0, 64: 2.0}  # 128 not timed: shares renormalised
+  result = combine(shares, seconds, batch_size=16)
+  per_batch = (0.5 * 1.0 + 0.3 * 2.0) / 0.8
+  assert abs(result["seconds_per_batch"] - per_batch) < 1e-12
+  assert abs(result["stories_per_s"] - 16 / per_batch) < 1e-9
+  mean_length = (0.5 * 32 + 0.3 * 64) / 0.8
+  assert abs(result["seq_steps_per_s"] - 16 * mean_length / per_batch) < 1e-6
+  assert abs(result["coverage"] - 0.8) < 1e-12
+
+
+def test_flop_count_grows_quadratically_with_a_dense_link_only():
+  from benchmarks.speed import flops_per_seq_step
+
+  base = dict(memory_size=256, word_size=64, num_reads=4, hidden_size=256,
+              inputs=8, link_sparsity=None)
+  dense = [flops_per_seq_step(dict(base, memory_size=n))["forward"]
+           for n in (256, 512, 1024)]
+  # Second differences of a quadratic in N are constant and positive.
+  assert dense[2] - 2 * dense[1] + dense[0] > 0
+  sparse = [flops_per_seq_step(dict(base, memory_size=n,
+                                    link_sparsity=8))["forward"]
+            for n in (256, 512, 1024)]
+  assert abs((sparse[2] - sparse[1]) - 2 * (sparse[1] - sparse[0])) < 1e-6
+  assert flops_per_seq_step(base)["train"] == 3 * dense[0]

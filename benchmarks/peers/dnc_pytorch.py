@@ -1,17 +1,22 @@
-"""Times the PyPI ``dnc`` package (a PyTorch DNC) on one configuration.
+"""Times a PyTorch DNC (the ``dnc`` package) on one configuration.
 
 Run by ``benchmarks.speed --peers`` (as ``python -m
 benchmarks.peers.dnc_pytorch`` from the repository root) inside a separate
-virtual environment that has ``torch`` and ``dnc`` (no jax); prints one JSON
-line. It mirrors ``benchmarks/speed.py``'s measurement: median seconds of
+virtual environment that has ``torch`` (no jax); prints one JSON line. The
+``dnc`` it imports is the PyPI release installed there (1.1.0) or, with
+``--source DIR``, the package in ``DIR`` (pytorch-dnc 2.0's source, whose
+``DNC()`` takes ``device=`` instead of 1.1.0's ``gpu_id=``). It mirrors ``benchmarks/speed.py``'s measurement: median seconds of
 ``--steps`` steps after ``--warmup``, peak memory of the timed steps only
 (resident memory on CPU; with ``--device cuda``, the GPU memory torch
 allocated).
 """
 
 import argparse
+import inspect
 import json
+import pathlib
 import statistics
+import sys
 import time
 
 from benchmarks.rss import peak_rss_bytes, reset_peak_rss, rss_bytes
@@ -26,20 +31,31 @@ def main():
     parser.add_argument(f"--{name}", type=int, default=default)
   parser.add_argument("--device", choices=("auto", "cpu", "cuda"),
                       default="auto", help="auto: cuda where torch sees one")
+  parser.add_argument("--source", default=None,
+                      help="import dnc from this folder instead of the "
+                      "installed package")
   args = parser.parse_args()
 
+  if args.source:
+    sys.path.insert(0, str(pathlib.Path(args.source).resolve()))
   import torch
+  import dnc
   from dnc import DNC
 
   if args.device == "auto":
     args.device = "cuda" if torch.cuda.is_available() else "cpu"
   on_gpu = args.device == "cuda"
   torch.manual_seed(0)
+  # 1.1.0 places the model with gpu_id, 2.0 with device.
+  if "gpu_id" in inspect.signature(DNC.__init__).parameters:
+    placement = dict(gpu_id=0 if on_gpu else -1)
+  else:
+    placement = dict(device=torch.device(args.device))
   model = DNC(input_size=args.inputs, hidden_size=args.hidden_size,
               rnn_type="lstm", num_layers=1, num_hidden_layers=1,
               nr_cells=args.memory_size, cell_size=args.word_size,
-              read_heads=args.num_reads, batch_first=True, gpu_id=0 if on_gpu else -1,
-              clip=20)
+              read_heads=args.num_reads, batch_first=True, clip=20,
+              **placement)
   optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-4, eps=1e-10)
   inputs = torch.randn(args.batch_size, args.time, args.inputs,
                        device=args.device)
@@ -58,14 +74,21 @@ def main():
   def train():
     optimizer.zero_grad()
     outputs, _ = model(inputs, (None, None, None), reset_experience=True)
+    if outputs.shape[:2] != targets.shape[:2]:
+      # pytorch-dnc 2.0 returns [T, B, X] even with batch_first=True.
+      outputs = outputs.transpose(0, 1)
     loss = torch.mean((outputs - targets) ** 2)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 50.0)
     optimizer.step()
 
-  from importlib.metadata import version
-  result = {"implementation": f"dnc {version('dnc')} (PyTorch "
-                              f"{torch.__version__})",
+  if args.source:
+    name = f"{pathlib.Path(args.source).name} (source)"
+  else:
+    from importlib.metadata import version
+    name = f"dnc {version('dnc')}"
+  result = {"implementation": f"{name} (PyTorch {torch.__version__})",
+            "dnc_file": dnc.__file__,
             "threads": torch.get_num_threads()}
   if on_gpu:
     result["device"] = torch.cuda.get_device_name()

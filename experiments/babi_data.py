@@ -84,53 +84,70 @@ def parse_file(path, task: Optional[int] = None) -> List[Story]:
       stories.append(Story(task, tuple(tokens), tuple(answers),
                            tuple(questions)))
 
-  with path.open(encoding="utf-8") as lines:
-    for number, raw in enumerate(lines, start=1):
-      line = raw.rstrip("\n")
-      if not line.strip():
-        continue
-      where = f"{path}, line {number}"
-      head, _, text = line.partition(" ")
-      if not head.isdigit():
-        raise BabiFormatError(f"{where}: a line must start with its number, "
-                              f"got {line[:40]!r}")
-      line_id = int(head)
-      if line_id == 1:
-        finish()
-        tokens, answers, questions = [], [], []
-      elif line_id != previous_id + 1:
-        raise BabiFormatError(f"{where}: line number {line_id} follows "
-                              f"{previous_id}")
-      previous_id = line_id
-      if "\t" in text:
-        parts = text.split("\t")
-        if len(parts) < 2 or not parts[1].strip():
-          raise BabiFormatError(f"{where}: a question needs a tab and an "
-                                "answer")
-        words = _words(parts[0])
-        if not words or words[-1] != QUERY:
-          words.append(QUERY)
-        answer_words = [w for a in parts[1].split(",") for w in _words(a)]
-        if not answer_words:
-          raise BabiFormatError(f"{where}: empty answer {parts[1]!r}")
-        question = (questions[-1] + 1) if questions else 0
-        tokens.extend(words)
-        for word in answer_words:
-          tokens.append(ANSWER)
-          answers.append(word)
-          questions.append(question)
-      else:
-        words = _words(text)
-        if QUERY in words:
-          raise BabiFormatError(f"{where}: a question needs a tab and an "
-                                "answer after it")
-        if not words:
-          raise BabiFormatError(f"{where}: an empty statement")
-        if words[-1] != STOP:
-          words.append(STOP)
-        tokens.extend(words)
+  for number, line in _read_lines(path):
+    if not line.strip():
+      continue
+    where = f"{path}, line {number}"
+    head, _, text = line.partition(" ")
+    if not (head.isascii() and head.isdigit()):
+      raise BabiFormatError(f"{where}: a line must start with its number, "
+                            f"got {line[:40]!r}")
+    line_id = int(head)
+    if line_id == 1:
+      finish()
+      tokens, answers, questions = [], [], []
+    elif line_id != previous_id + 1:
+      raise BabiFormatError(f"{where}: line number {line_id} follows "
+                            f"{previous_id}")
+    previous_id = line_id
+    if "\t" in text:
+      parts = text.split("\t")
+      if len(parts) < 2 or not parts[1].strip():
+        raise BabiFormatError(f"{where}: a question needs a tab and an "
+                              "answer")
+      words = _words(parts[0])
+      if not words or words[-1] != QUERY:
+        words.append(QUERY)
+      answer_words = [w for a in parts[1].split(",") for w in _words(a)]
+      if not answer_words:
+        raise BabiFormatError(f"{where}: empty answer {parts[1]!r}")
+      question = (questions[-1] + 1) if questions else 0
+      tokens.extend(words)
+      for word in answer_words:
+        tokens.append(ANSWER)
+        answers.append(word)
+        questions.append(question)
+    else:
+      words = _words(text)
+      if QUERY in words:
+        raise BabiFormatError(f"{where}: a question needs a tab and an "
+                              "answer after it")
+      if not words:
+        raise BabiFormatError(f"{where}: an empty statement")
+      if words[-1] != STOP:
+        words.append(STOP)
+      tokens.extend(words)
   finish()
+  if not stories:
+    raise BabiFormatError(f"{path}: holds no stories (an empty file?)")
   return stories
+
+
+def _read_lines(path: pathlib.Path):
+  """``(number, text)`` of every line, UTF-8; errors name file and line."""
+  try:
+    data = path.read_bytes()
+  except OSError as error:
+    raise BabiFormatError(f"{path}: cannot be read "
+                          f"({error.strerror or error})") from None
+  for number, raw in enumerate(data.split(b"\n"), start=1):
+    try:
+      text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+      raise BabiFormatError(f"{path}, line {number}: not UTF-8 text (byte "
+                            f"{raw[error.start]:#04x} at column "
+                            f"{error.start + 1})") from None
+    yield number, text.rstrip("\r")
 
 
 def task_files(data_dir, split: str) -> Dict[int, pathlib.Path]:

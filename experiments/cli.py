@@ -190,7 +190,7 @@ def apply_flags(settings: Dict[str, Any], task_name: str, args,
       raise ValueError(f"--{flag.name} does not apply to task "
                        f"{task_name!r}")
     section = settings.setdefault(flag.section, {})
-    if report and section.get(flag.field, value) != value:
+    if report and section.get(flag.field) not in (None, value):
       print(f"--{flag.name} {value} overrides the run's saved "
             f"{section[flag.field]!r}")
     section[flag.field] = value
@@ -221,6 +221,36 @@ def settings_from_args(args: argparse.Namespace, generated=None
   name = args.preset or tasks.DEFAULT_PRESET.get(args.task, "default")
   return apply_flags(tasks.preset(args.task, name), args.task, args,
                      generated)
+
+
+def validate_settings(task_name: str, settings: Dict[str, Any]):
+  """Builds every config ``settings`` describe, training nothing.
+
+  Raises:
+    ValueError: naming the first bad setting (also for unknown names).
+  """
+  try:
+    if task_name == "babi":
+      config = babi.BabiConfig(**settings["task"])
+      babi.parse_tasks(config.tasks)
+      if config.validation and not 0 < config.valid_fraction < 1:
+        raise ValueError(f"--valid-fraction must be in (0, 1) (or pass "
+                         f"--no-validation), got {config.valid_fraction}")
+      if config.eval_stories < 0:
+        raise ValueError(f"--eval-stories must be >= 0, got "
+                         f"{config.eval_stories}")
+      if config.remat_chunk is not None and config.remat_chunk < 1:
+        raise ValueError(f"--remat-chunk must be >= 1, got "
+                         f"{config.remat_chunk}")
+      babi_model_config(settings.get("kind", "dnc"), settings["model"], 8)
+    else:
+      task = bit.TASKS[task_name](**settings["task"])
+      DNCConfig(output_size=task.output_size, input_size=task.input_size,
+                **settings["model"])
+    _loop_config(settings)
+    OptimizerConfig(**settings["optimizer"])
+  except TypeError as error:  # An unknown or missing field.
+    raise ValueError(f"bad settings for task {task_name!r}: {error}") from None
 
 
 # --- Bit tasks. -----------------------------------------------------------
@@ -395,6 +425,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "dnc-train",
   args = parser.parse_args(argv)
   try:
     task_name, preset_name, settings, out = _settings(args, generated)
+    validate_settings(task_name, settings)
     _check_out(out, args.resume)
     ensure_kernels()
     started = time.time()

@@ -475,7 +475,7 @@ def train(*, init_fn: Callable, apply_fn: Callable, task,
           else None)
   sample = _make_sampler(task, loop_config, mesh)
   run_record = json.loads(json.dumps(run_record))  # Plain JSON, as saved.
-  state, start, best = _initial_state(folder, model.init, optimizer_config,
+  state, start, best = _initial_state(folder, init_fn, optimizer_config,
                                       loop_config, task, sample, run_record,
                                       resume, mesh)
   train_step = build_step(model, task, make_optimizer(optimizer_config),
@@ -579,6 +579,7 @@ def _evaluate(state, step, evaluate, folder: RunFolder,
   """Runs ``evaluate``, logs it, keeps the best, lets the curriculum move."""
   if evaluate is not None and hasattr(evaluate, "step_box"):
     evaluate.step_box["step"] = step
+  _slow_evaluation_hook()
   results = evaluate(state.params) if evaluate else {}
   extra = {}
   curriculum = _curriculum(task)
@@ -648,6 +649,15 @@ def _run_steps(state, start, train_step, sample, loop_config: LoopConfig,
     if stopped is None:  # Ctrl-C here still lets the evaluation finish.
       last_eval = _evaluate(state, step, evaluate, folder, checkpoint, task)
   return state, step, stopped, last_train, last_eval
+
+
+def _slow_evaluation_hook():
+  """Test hook: ``DNC_TEST_EVAL_SLEEP=s`` says so and sleeps in evaluations
+  (to send Ctrl-C into one)."""
+  delay = os.environ.get("DNC_TEST_EVAL_SLEEP")
+  if delay:
+    print("evaluation started", flush=True)
+    time.sleep(float(delay))
 
 
 def _fault_point(step: int):

@@ -14,10 +14,17 @@
   gradients clipped to +-10. Evaluation every 100 batches (2,000 for
   shortest path). The step count is a cap (the curriculum decides
   progress); the paper gives none.
-* ``cpu``: the same tasks sized for a 2-core CPU (64-unit controller,
-  memory 64 x 16, 2 read heads, Adam 1e-3); expect early lessons only.
+* ``cpu``: the same tasks sized for a 2-core CPU (one 128-unit LSTM,
+  memory 64 x 16 for traversal, 32 x 16 for inference and shortest path,
+  2 read heads, batch 16 (4 for shortest path), Adam 1e-3, evaluation
+  every 50 batches); expect early lessons only. Memory is not a parameter
+  shape, so a cpu-trained network can be evaluated with more slots
+  (``dnc-graph-eval --memory-size``).
 * ``lstm``: the paper's LSTM-only baseline (no memory), the controller
-  sizes of ``paper``.
+  sizes of ``paper``; ``cpu_lstm``: the LSTM baseline at ``cpu`` sizes.
+
+A controller of more than one layer is the DNC's ``deep_lstm`` (the plain
+``lstm`` controller has one layer).
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ def _paper(hidden_layers: int, memory: int, batch: int, lr: float,
   return {
       "kind": "dnc",
       "task": dict(task),
-      "model": dict(controller="lstm", hidden_size=256,
+      "model": dict(controller="deep_lstm" if hidden_layers > 1 else "lstm",
+                    hidden_size=256,
                     num_layers=hidden_layers, memory_size=memory,
                     word_size=50, num_reads=5, num_writes=1,
                     controller_grad_clip=10.0),
@@ -46,12 +54,14 @@ def _paper(hidden_layers: int, memory: int, batch: int, lr: float,
   }
 
 
-def _cpu(paper: Dict[str, Any]) -> Dict[str, Any]:
+def _cpu(paper: Dict[str, Any], memory: int, batch: int) -> Dict[str, Any]:
   preset = copy.deepcopy(paper)
-  preset["model"].update(hidden_size=64, num_layers=1, memory_size=64,
-                         word_size=16, num_reads=2)
+  preset["model"].update(controller="lstm", hidden_size=128, num_layers=1,
+                         memory_size=memory, word_size=16, num_reads=2,
+                         controller_grad_clip=None)
   preset["optimizer"] = dict(_ADAM)
-  preset["loop"].update(steps=20_000)
+  preset["loop"].update(steps=20_000, batch_size=batch, log_every=10,
+                        eval_every=50, checkpoint_every=100)
   return preset
 
 
@@ -67,8 +77,12 @@ _PAPER = {
     "shortest_path": _paper(2, 128, 1, 3e-6, 2000, {"beta": 0.8}),
 }
 
+_CPU = {"traversal": (64, 16), "inference": (32, 16),
+        "shortest_path": (32, 4)}
+
 PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
-    task: {"paper": paper, "cpu": _cpu(paper), "lstm": _lstm(paper)}
+    task: {"paper": paper, "cpu": _cpu(paper, *_CPU[task]),
+           "lstm": _lstm(paper), "cpu_lstm": _lstm(_cpu(paper, *_CPU[task]))}
     for task, paper in _PAPER.items()
 }
 DEFAULT_PRESET = {task: "paper" for task in PRESETS}

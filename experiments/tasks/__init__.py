@@ -12,12 +12,13 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict
 
-from experiments.tasks import babi, bit
+from experiments.tasks import babi, bit, graph
 from experiments.tasks.base import Batch, Task, TaskBase  # noqa: F401
 
 PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = dict(bit.PRESETS,
-                                                     babi=babi.PRESETS)
-DEFAULT_PRESET = {"babi": "dnc1"}
+                                                     babi=babi.PRESETS,
+                                                     **graph.PRESETS)
+DEFAULT_PRESET = dict({"babi": "dnc1"}, **graph.DEFAULT_PRESET)
 
 
 def preset(task: str, name: str) -> Dict[str, Any]:

@@ -10,10 +10,10 @@ curriculum state goes into checkpoints. Shortest path trains closed loop:
 time inside ``jax.lax.scan`` with the DAgger feedback (``dagger``), and
 ``evaluate`` runs it network-only (beta = 0) and scores minimal paths.
 
-``examples_seen`` counts the trainer's steps: an evaluation at step ``s``
-sets it to ``s`` times the training batch size (the trainer also draws a
-batch to learn shapes, which must not count, or a resumed run would
-disagree with an uninterrupted one).
+``examples_seen`` counts the batches drawn, and an evaluation at step ``s``
+resets it to ``s`` times the training batch size: the trainer also draws a
+batch to learn shapes, which must not count (a resumed run restores the
+count after drawing it, an uninterrupted one would keep it).
 """
 
 from __future__ import annotations
@@ -64,9 +64,9 @@ class CurriculumTask(TaskBase):
     return self.name == "shortest_path"
 
   def sample(self, rng: np.random.Generator, batch_size: int):
-    """The curriculum's (mixed) batch; counted by :meth:`evaluate`."""
+    """The curriculum's (mixed) batch (counted; see the module doc)."""
     self._batch_size = batch_size
-    return self.curriculum.sample(rng, batch_size, count=False)
+    return self.curriculum.sample(rng, batch_size)
 
   def loss(self, outputs: jax.Array, batch) -> jax.Array:
     return self.curriculum.task().loss(outputs, batch)

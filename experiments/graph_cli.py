@@ -234,6 +234,30 @@ def export_params(run: LoadedRun, out_dir) -> pathlib.Path:
   return out / "params.npz"
 
 
+def package_run(run_dir, dest) -> pathlib.Path:
+  """A small committed copy of a run: parameters only (``params.npz``,
+  ``run.json``), its metrics, settings and summary, and under ``resume/``
+  the latest full checkpoint (parameters, optimiser, curriculum) with the
+  settings, so ``dnc-graph-train --out DEST/resume --resume`` continues."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  run_dir, dest = pathlib.Path(run_dir), pathlib.Path(dest)
+  run = load_run(run_dir)
+  export_params(run, dest)
+  for name in ("metrics.jsonl", "settings.json", "summary.json"):
+    if (run_dir / name).is_file():
+      shutil.copy(run_dir / name, dest / name)
+  resume = dest / "resume"
+  if resume.exists():
+    shutil.rmtree(resume)
+  (resume / "checkpoints").mkdir(parents=True)
+  shutil.copytree(run_dir / "checkpoints" / str(run.step),
+                  resume / "checkpoints" / str(run.step))
+  for name in ("settings.json", "metrics.jsonl"):
+    if (run_dir / name).is_file():
+      shutil.copy(run_dir / name, resume / name)
+  return dest
+
+
 def _load_exported(run_dir: pathlib.Path) -> LoadedRun:
   try:
     saved = json.loads((run_dir / "run.json").read_text())

@@ -143,13 +143,17 @@ def test_eval_command_writes_its_table(tmp_path, capsys):
                                "lessons", "--episodes", "4"]) == 0
   lessons = json.loads((out / "graph-lessons.json").read_text())["rows"]
   assert [r["test"] for r in lessons] == ["lesson 1"]
-  # A parameters-only copy evaluates the same.
+  # A packaged copy: its parameters-only checkpoint evaluates the same, and
+  # its resume state continues training.
   copy = tmp_path / "copy"
-  graph_cli.export_params(graph_cli.load_run(out), copy)
+  graph_cli.package_run(out, copy)
   assert graph_eval.eval_main(["--checkpoint", str(copy), "--test",
                                "family"]) == 0
   again = json.loads((copy / "graph-family.json").read_text())
   assert again["rows"] == table["rows"]
+  assert graph_cli.main(["--out", str(copy / "resume"), "--resume",
+                         "--steps", "3", "--no-progress"]) == 0
+  assert graph_cli.load_run(copy / "resume").step == 3
 
 
 def test_underground_traversal_and_round_scoring(tmp_path):

@@ -329,29 +329,40 @@ def read_metrics(run_dir) -> List[Dict[str, Any]]:
           if line.strip()]
 
 
-def plot_curve(metrics: List[Dict[str, Any]], path, title: str = ""):
-  """Evaluation accuracy (and lesson) against examples seen."""
+def plot_curve(metrics: List[Dict[str, Any]], path, title: str = "",
+               threshold: float = 0.9):
+  """Evaluation accuracy and lesson (top) and training loss (bottom)
+  against examples seen."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
   evals = [m for m in metrics if m.get("kind") == "eval"
            and "valid/accuracy" in m]
   if not evals:
     raise ValueError("no evaluations in metrics.jsonl to plot")
   x = [m["valid/examples_seen"] for m in evals]
-  fig, ax = plt.subplots(figsize=(7, 4))
+  per_step = x[-1] / max(evals[-1]["step"], 1)
+  train = [m for m in metrics if m.get("kind") == "train" and "loss" in m]
+  fig, (ax, low) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
   ax.plot(x, [100 * m["valid/accuracy"] for m in evals], "o-", ms=3,
           label="accuracy on the current lesson")
-  ax.axhline(90, color="grey", ls=":", label="pass mark")
-  ax.set_xlabel("training examples seen")
+  ax.axhline(100 * threshold, color="grey", ls=":", label="pass mark")
   ax.set_ylabel("accuracy (%)")
   ax.set_ylim(-2, 102)
   twin = ax.twinx()
-  twin.step(x, [m["valid/lesson"] for m in evals], "r-", where="post",
-            label="lesson")
+  lessons = [m["valid/lesson"] for m in evals]
+  twin.step(x, lessons, "r-", where="post", label="lesson")
   twin.set_ylabel("lesson", color="r")
+  twin.set_ylim(0.5, max(lessons) + 1.5)
+  twin.yaxis.set_major_locator(MaxNLocator(integer=True))
   ax.legend(loc="upper left", fontsize=8)
   ax.set_title(title)
+  if train:
+    low.plot([m["step"] * per_step for m in train],
+             [m["loss"] for m in train], lw=0.8)
+  low.set_ylabel("training loss (per episode)")
+  low.set_xlabel("training examples seen")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -410,8 +421,10 @@ def plot_main(argv: Optional[List[str]] = None) -> int:
   metrics = read_metrics(out if args.checkpoint is None
                          else args.checkpoint)
   if any(m.get("kind") == "eval" for m in metrics):
+    threshold = curriculum.paper_schedule(run.task_name).threshold
     print(plot_curve(metrics, out / "learning-curve.png",
-                     title=f"{run.task_name} ({run.kind})"))
+                     title=f"{run.task_name} ({run.kind})",
+                     threshold=threshold))
   return 0
 
 

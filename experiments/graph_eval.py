@@ -251,7 +251,8 @@ def eval_main(argv: Optional[List[str]] = None) -> int:
 def record_episode(run: LoadedRun, batch, example: int = 0,
                    memory_size: Optional[int] = None) -> Dict[str, Any]:
   """One episode's write weights, read modes and phases (a DNC run)."""
-  from experiments.models import recording_dnc  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from experiments.models import recording_dnc
   config = run.dnc_config(memory_size)
   logits, interface, states = jax.jit(recording_dnc(config).apply)(
       run.params, batch.inputs)
@@ -336,7 +337,7 @@ def plot_curve(metrics: List[Dict[str, Any]], path, title: str = "",
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
+  from matplotlib.ticker import MaxNLocator
   evals = [m for m in metrics if m.get("kind") == "eval"
            and "valid/accuracy" in m]
   if not evals:

@@ -185,9 +185,11 @@ def test_pictures_and_memory_resized_at_test_time(tmp_path):
   assert sweep["triples"] == [6, 15] and sweep["trained_memory_size"] == 48
   graph_eval.plot_sweep(sweep, tmp_path / "sweep.png")
   assert (tmp_path / "sweep.png").stat().st_size > 1000
-  metrics = [{"kind": "eval", "valid/accuracy": a, "valid/lesson": l,
-              "valid/examples_seen": 32 * i}
+  metrics = [{"kind": "eval", "step": i, "valid/accuracy": a,
+              "valid/lesson": l, "valid/examples_seen": 32 * i}
              for i, (a, l) in enumerate([(0.1, 1), (0.95, 1), (0.2, 2)])]
+  metrics += [{"kind": "train", "step": i, "loss": 10.0 / i}
+              for i in range(1, 3)]
   graph_eval.plot_curve(metrics, tmp_path / "curve.png")
   with pytest.raises(ValueError, match="no evaluations"):
     graph_eval.plot_curve([], tmp_path / "none.png")

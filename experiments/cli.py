@@ -243,11 +243,15 @@ def validate_settings(task_name: str, settings: Dict[str, Any]):
         raise ValueError(f"--remat-chunk must be >= 1, got "
                          f"{config.remat_chunk}")
       babi_model_config(settings.get("kind", "dnc"), settings["model"], 8)
+      if config.validation:
+        _loop_config(settings, select_metric="valid/mean_error")
+      else:
+        _loop_config(settings, select_metric=None, patience=None)
     else:
       task = bit.TASKS[task_name](**settings["task"])
       DNCConfig(output_size=task.output_size, input_size=task.input_size,
                 **settings["model"])
-    _loop_config(settings)
+      _loop_config(settings)
     OptimizerConfig(**settings["optimizer"])
   except TypeError as error:  # An unknown or missing field.
     raise ValueError(f"bad settings for task {task_name!r}: {error}") from None

@@ -17,8 +17,8 @@ import pathlib
 import sys
 from typing import Dict, List, Optional
 
-from experiments import presets
-from experiments.train import run
+from experiments import tasks as presets
+from experiments.cli import run
 
 SETTINGS = ("dense", "sparse", "nolink")
 CHECKPOINTS = (500, 1000, 2000, 5000, 10000, 20000)

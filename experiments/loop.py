@@ -1,8 +1,16 @@
 """A jit-compiled optax training loop with evaluation, checkpoints and resume.
 
-The loop is task-agnostic: a task supplies ``sample(rng, batch_size)``,
-``loss(logits, batch)`` and ``metrics(logits, batch)``; the model is any
-``apply(params, inputs) -> logits``. The batch of step ``s`` is drawn from
+The loop is task-agnostic: a task follows :mod:`experiments.tasks.base`
+(``sample(rng, batch_size)``, ``loss(logits, batch)``, ``metrics(logits,
+batch)``, and optionally ``evaluate``, a curriculum and its own closed-loop
+``make_train_step``); the model is any ``apply(params, inputs) -> logits``.
+:func:`train` is assembled from parts that each do one thing:
+:class:`RunFolder` (files), :func:`_initial_state` and
+:func:`resume_state` (fresh or restored state, via
+:func:`checkpoint_template`, the one template), :func:`build_step`,
+:func:`_evaluate` (evaluation, best parameters, curriculum),
+:class:`_Checkpointing`, :class:`_Progress` (logging) and
+:class:`_StopRequest` (Ctrl-C and SIGTERM). The batch of step ``s`` is drawn from
 ``np.random.default_rng([seed, s])``, so a resumed run sees exactly the data
 stream it would have seen uninterrupted.
 """
@@ -468,7 +476,7 @@ def train(*, init_fn: Callable, apply_fn: Callable, task,
     ``{"step", "stopped", "train": last batch metrics, "eval": last
     evaluation, "best"}``.
   """
-  from experiments.models import Model  # pylint: disable=import-outside-toplevel
+  from experiments.models import Model  # Late: models imports dnc_jax.
   model = model or Model(init_fn, apply_fn)
   folder = RunFolder(out_dir, keep_best=loop_config.select_metric is not None)
   mesh = (data_mesh(loop_config.batch_size) if loop_config.data_parallel

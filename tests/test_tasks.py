@@ -212,3 +212,65 @@ def test_old_module_names_warn_and_work(old):
     module = importlib.import_module(old)
   assert any(issubclass(w.category, DeprecationWarning) for w in caught)
   assert module.__name__ == old
+
+
+OLD_TRAIN_FLAGS = """--task --preset --num-bits --min-length --max-length
+--min-repeats --max-repeats --num-sequences --controller --hidden-size --num-layers
+--memory-size --word-size --num-reads --num-writes --clip-value
+--strength-squash --link-sparsity --optimizer --learning-rate
+--max-grad-norm --momentum --steps --batch-size --seed --log-every
+--eval-every --checkpoint-every --no-temporal-links --target-bit-errors
+--eval-batch-size --out --resume --no-progress""".split()
+OLD_BABI_FLAGS = """--data-dir --preset --out --resume --tasks --steps
+--batch-size --learning-rate --momentum --max-grad-norm --seed --valid-fraction
+--eval-every --eval-stories --checkpoint-every --log-every --patience
+--remat-chunk --hidden-size --memory-size --word-size --num-reads
+--data-parallel --no-progress""".split()
+
+
+def test_every_old_flag_is_still_there():
+  from experiments import cli
+  parser, _ = cli.build_parser()
+  flags = {o for a in parser._actions for o in a.option_strings}
+  assert set(OLD_TRAIN_FLAGS) <= flags, set(OLD_TRAIN_FLAGS) - flags
+  parser, _ = cli.build_parser("dnc-babi-train", "babi")
+  flags = {o for a in parser._actions for o in a.option_strings}
+  assert set(OLD_BABI_FLAGS) <= flags, set(OLD_BABI_FLAGS) - flags
+
+
+def test_kernel_build_is_announced(monkeypatch, capsys):
+  import time as time_module
+  from dnc_jax import cpu_kernels
+  from experiments import cli
+  monkeypatch.setattr(cpu_kernels, "available",
+                      lambda: time_module.sleep(0.5) or True)
+  cli.ensure_kernels(wait_before_saying=0.05)
+  out = capsys.readouterr().out.splitlines()
+  assert out[0].startswith("building the CPU kernels (first use")
+  assert out[1].startswith("done in")
+  monkeypatch.setattr(cpu_kernels, "available", lambda: True)
+  cli.ensure_kernels()
+  assert capsys.readouterr().out == ""
+
+
+def test_resume_takes_the_saved_settings(tmp_path, capsys):
+  from experiments import cli
+  out = str(tmp_path / "run")
+  tiny = ["--task", "copy", "--num-bits", "3", "--max-length", "2",
+          "--hidden-size", "8", "--memory-size", "4", "--word-size", "4",
+          "--num-reads", "1", "--batch-size", "2", "--steps", "2",
+          "--eval-every", "0", "--eval-batch-size", "2", "--no-progress"]
+  assert cli.main(tiny + ["--out", out]) == 0
+  capsys.readouterr()
+  # No --task, no model flags: all from the run folder; --steps overrides.
+  assert cli.main(["--out", out, "--resume", "--steps", "3",
+                   "--no-progress"]) == 0
+  printed = capsys.readouterr().out
+  assert "--steps 3 overrides the run's saved 2" in printed
+  assert "resumed from step 2" in printed
+  assert printed.count("overrides") == 1
+  with pytest.raises(SystemExit):
+    cli.main(["--out", out, "--resume", "--memory-size", "5"])
+  err = capsys.readouterr()
+  assert "--memory-size 5 overrides the run's saved 4" in err.out
+  assert "memory_size: saved 4, now 5" in err.err

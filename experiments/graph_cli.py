@@ -334,7 +334,7 @@ def main(argv: Optional[List[str]] = None,
   return 130 if summary["stopped"] == "interrupted" else 0
 
 
-def _is_graph_run(argv: List[str]) -> bool:
+def is_graph_run(argv: List[str]) -> bool:
   """Whether a ``dnc-train`` command line names a graph task or run."""
   for i, arg in enumerate(argv):
     value = None
@@ -360,7 +360,7 @@ def train_main(argv: Optional[List[str]] = None) -> int:
   """``dnc-train`` for every task: graph tasks here, the rest in
   :func:`experiments.cli.main`."""
   argv = sys.argv[1:] if argv is None else list(argv)
-  if _is_graph_run(argv):
+  if is_graph_run(argv):
     return main(argv, prog="dnc-train")
   from experiments import cli  # pylint: disable=g-import-not-at-top
   return cli.main(argv)

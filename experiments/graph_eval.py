@@ -198,8 +198,9 @@ def evaluate(run: LoadedRun, test: str, episodes: int = 200,
 def markdown(table: Dict[str, Any]) -> str:
   """The table as Markdown."""
   lines = [f"{table['task']} ({table['kind']}), step {table['step']}, "
-           f"lesson reached {table['lesson_reached']}, memory N = "
-           f"{table['memory_size']}", "",
+           f"lesson reached {table['lesson_reached']}, " +
+           (f"memory N = {table['memory_size']}" if table["memory_size"]
+            else "no memory"), "",
            "| test | task | what | ours (%) | paper (%) | episodes |",
            "|---|---|---|---|---|---|"]
   for row in table["rows"]:

@@ -112,12 +112,12 @@ def test_resume_is_exact_with_the_curriculum(tmp_path, monkeypatch):
 
 def test_dnc_train_routes_graph_tasks_and_runs(tmp_path):
   out = tmp_path / "run"
-  assert graph_cli._is_graph_run(["--task", "inference"])
-  assert not graph_cli._is_graph_run(["--task", "copy"])
-  assert not graph_cli._is_graph_run(["--out", str(out), "--resume"])
+  assert graph_cli.is_graph_run(["--task", "inference"])
+  assert not graph_cli.is_graph_run(["--task", "copy"])
+  assert not graph_cli.is_graph_run(["--out", str(out), "--resume"])
   assert graph_cli.train_main(["--task=inference", "--steps", "2",
                                "--out", str(out)] + TINY) == 0
-  assert graph_cli._is_graph_run(["--out", str(out), "--resume"])
+  assert graph_cli.is_graph_run(["--out", str(out), "--resume"])
   # Resume takes the run's settings; a longer run continues it.
   assert graph_cli.train_main(["--out", str(out), "--resume", "--steps",
                                "4", "--no-progress"]) == 0

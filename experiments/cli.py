@@ -480,6 +480,12 @@ def _check_out(out: pathlib.Path, resume: bool):
 
 def main(argv: Optional[List[str]] = None, prog: str = "dnc-train",
          task: Optional[str] = None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if task is None:
+    # The graph tasks keep their curricula in experiments.graph_cli.
+    from experiments import graph_cli  # pylint: disable=import-outside-toplevel
+    if graph_cli.is_graph_run(argv):
+      return graph_cli.main(argv, prog=prog)
   parser, generated = build_parser(prog, task)
   args = parser.parse_args(argv)
   try:

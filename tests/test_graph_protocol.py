@@ -84,9 +84,10 @@ def test_open_loop_tasks_use_the_trainer_step_and_advance():
   assert task.make_train_step(None, None) is None
   batch = task.sample(np.random.default_rng([0, 0]), 2)
   assert batch.inputs.shape[1:] == (2, 92)
-  results = task.evaluate(lambda params, x: oracle(x), None, 0)
+  results = task.evaluate(lambda params, x: oracle(x), None, 3)
   assert results["valid/accuracy"] == 1.0
-  assert task.after_evaluation(results) == {"lesson": 2, "examples_seen": 2}
+  # Counted by the trainer's steps: 3 steps of 2 examples.
+  assert task.after_evaluation(results) == {"lesson": 2, "examples_seen": 6}
   fresh = protocol.make("traversal", schedule=curriculum.MINIATURE)
   fresh.restore_curriculum(task.curriculum_state())
   assert fresh.curriculum.lesson == 2
@@ -111,7 +112,8 @@ def test_presets_follow_extended_data_table_2():
                 layers, memory, batch, lr)
     assert (p["model"]["hidden_size"], p["model"]["word_size"],
             p["model"]["num_reads"]) == (256, 50, 5)
-    assert set(presets.PRESETS[task]) == {"paper", "cpu", "lstm"}
+    assert set(presets.PRESETS[task]) == {"paper", "cpu", "lstm",
+                                          "cpu_lstm"}
     assert presets.preset(task, "lstm")["kind"] == "lstm"
   assert presets.preset("shortest_path", "paper")["task"]["beta"] == 0.8
   with pytest.raises(ValueError, match="'huge'"):

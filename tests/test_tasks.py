@@ -193,7 +193,8 @@ def test_closed_loop_core_shares_the_unrolled_parameters():
 
 def test_presets_are_data_in_one_registry():
   assert set(tasks.PRESETS) == {"copy", "repeat_copy",
-                                "dynamic_allocation_copy", "babi", "shrdlu"}
+                                "dynamic_allocation_copy", "babi", "shrdlu",
+                                "traversal", "inference", "shortest_path"}
   json.dumps(tasks.PRESETS)  # Plain data.
   with pytest.raises(ValueError, match="has no preset 'nope'"):
     tasks.preset("babi", "nope")

@@ -207,10 +207,16 @@ class Curriculum:
       lessons[earlier] = rng.integers(1, self.lesson, int(earlier.sum()))
     return lessons
 
-  def sample(self, rng: np.random.Generator, batch_size: int):
-    """A training batch: the current lesson, mixed with earlier ones."""
+  def sample(self, rng: np.random.Generator, batch_size: int,
+             count: bool = True):
+    """A training batch: the current lesson, mixed with earlier ones.
+
+    ``count``: add ``batch_size`` to ``examples_seen`` (the trainer's task
+    counts by steps instead, as it also draws batches to learn shapes).
+    """
     lessons = self.lesson_of_examples(rng, batch_size)
-    self.examples_seen += batch_size
+    if count:
+      self.examples_seen += batch_size
     if np.all(lessons == self.lesson):
       return self.task().sample(rng, batch_size)
     parts = [self.task(int(l)).sample(rng, 1) for l in lessons]

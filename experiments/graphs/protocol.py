@@ -10,8 +10,10 @@ curriculum state goes into checkpoints. Shortest path trains closed loop:
 time inside ``jax.lax.scan`` with the DAgger feedback (``dagger``), and
 ``evaluate`` runs it network-only (beta = 0) and scores minimal paths.
 
-This module only duck-types the protocol (``base.py`` is not on this branch
-yet), so it imports nothing from ``experiments.tasks``.
+``examples_seen`` counts the batches drawn, and an evaluation at step ``s``
+resets it to ``s`` times the training batch size: the trainer also draws a
+batch to learn shapes, which must not count (a resumed run restores the
+count after drawing it, an uninterrupted one would keep it).
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ import optax
 from experiments.graphs import dagger
 from experiments.graphs import encoding
 from experiments.graphs.curriculum import Curriculum, Schedule
+from experiments.tasks.base import TaskBase
 
 
-class CurriculumTask:
+class CurriculumTask(TaskBase):
   """A graph task and its curriculum, as the trainer's ``Task``.
 
   Args:
@@ -54,12 +57,15 @@ class CurriculumTask:
     self.eval_batch_size = eval_batch_size
     self._model = None
     self._rollout: Optional[Callable] = None
+    self._batch_size = 0
 
   @property
   def closed_loop(self) -> bool:
     return self.name == "shortest_path"
 
   def sample(self, rng: np.random.Generator, batch_size: int):
+    """The curriculum's (mixed) batch (counted; see the module doc)."""
+    self._batch_size = batch_size
     return self.curriculum.sample(rng, batch_size)
 
   def loss(self, outputs: jax.Array, batch) -> jax.Array:
@@ -72,9 +78,11 @@ class CurriculumTask:
                step: int) -> Dict[str, float]:
     """Fraction of fresh current-lesson episodes solved (modal outputs).
 
-    Returns ``{"valid/accuracy", "valid/lesson"}``; for shortest path the
-    accuracy is the fraction of minimal network-only paths.
+    Returns ``{"valid/accuracy", "valid/lesson", "valid/examples_seen"}``;
+    for shortest path the accuracy is the fraction of minimal network-only
+    paths. ``examples_seen`` becomes ``step`` times the training batch.
     """
+    self.curriculum.examples_seen = step * self._batch_size
     rng = np.random.default_rng([self.eval_seed, step])
     task = self.curriculum.evaluation_task()
     episodes = self.curriculum.schedule.eval_episodes
@@ -88,7 +96,8 @@ class CurriculumTask:
       accuracy = task.evaluate(lambda x: predict(params, x), rng, episodes,
                                self.eval_batch_size)
     return {"valid/accuracy": accuracy,
-            "valid/lesson": float(self.curriculum.lesson)}
+            "valid/lesson": float(self.curriculum.lesson),
+            "valid/examples_seen": float(self.curriculum.examples_seen)}
 
   def after_evaluation(self, results: Dict[str, float]) -> Dict[str, Any]:
     """Applies the pass rule to ``results["valid/accuracy"]``."""

@@ -4,7 +4,8 @@
 settings), ``model`` (:class:`dnc_jax.DNCConfig` fields), ``optimizer``
 (:class:`experiments.loop.OptimizerConfig`), ``loop``
 (:class:`experiments.loop.LoopConfig`); bAbI presets add ``kind``
-(``dnc`` or ``lstm``). Graph and Mini-SHRDLU tasks register here too.
+(``dnc``, ``ntm`` or ``lstm``; bit tasks add ``kind="ntm"`` to their NTM
+presets); the graph tasks and Mini-SHRDLU register here too.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict
 
-from experiments.tasks import babi, bit, shrdlu
+from experiments.tasks import babi, bit, graph, shrdlu
 from experiments.tasks.base import Batch, Task, TaskBase  # noqa: F401
 
 PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = dict(
-    bit.PRESETS, babi=babi.PRESETS, shrdlu=shrdlu.PRESETS)
-DEFAULT_PRESET = {"babi": "dnc1", "shrdlu": "cpu"}
+    bit.PRESETS, babi=babi.PRESETS, shrdlu=shrdlu.PRESETS, **graph.PRESETS)
+DEFAULT_PRESET = dict({"babi": "dnc1", "shrdlu": "cpu"},
+                      **graph.DEFAULT_PRESET)
 
 
 def preset(task: str, name: str) -> Dict[str, Any]:

@@ -1,0 +1,370 @@
+"""``dnc-graph-train``: the one trainer on the graph tasks, under curricula.
+
+Examples::
+
+  dnc-graph-train --task traversal --preset cpu --out runs/traversal
+  dnc-graph-train --task inference --preset cpu_lstm    # LSTM baseline
+  dnc-graph-train --out runs/traversal --resume         # settings from the run
+
+The same loop as ``dnc-train`` (``experiments.loop.train``): progress bar,
+checkpoints (parameters, optimiser and curriculum state), exact
+``--resume``, ``metrics.jsonl`` with the lesson and accuracy of every
+evaluation (``valid/accuracy``, ``valid/lesson``, ``valid/examples_seen``)
+and a ``curriculum`` line each time a lesson is passed. A preset fixes every
+setting; any flag given overrides it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from dnc_jax import DNCConfig
+from experiments import flags as flag_gen
+from experiments.checkpoints import Checkpointer, CheckpointError
+from experiments.loop import (LoopConfig, OptimizerConfig, load_params,
+                              make_run_folder, train)
+from experiments.tasks import graph
+
+SETTINGS_FILE = "settings.json"
+_OPTIMIZER_HELP = {
+    "name": "rmsprop or adam", "learning_rate": "learning rate",
+    "max_grad_norm": "global gradient-norm clip",
+    "decay": "RMSProp decay", "epsilon": "optimiser epsilon",
+    "momentum": "RMSProp momentum"}
+
+
+def _no_link(value):
+  return None if value == 0 else value
+
+
+def build_parser(prog: str = "dnc-graph-train"
+                 ) -> Tuple[argparse.ArgumentParser, List[flag_gen.Flag]]:
+  """The parser and its generated flags (one per config field)."""
+  parser = argparse.ArgumentParser(
+      prog=prog, description=__doc__.split("\n\n")[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--task", default=None,
+                      help=f"one of {list(graph.TASKS)} (default with "
+                      "--resume: the run's)")
+  parser.add_argument("--preset", default=None,
+                      help="settings to start from: paper, cpu, lstm, "
+                      "cpu_lstm (default paper)")
+  parser.add_argument("--kind", default=None, choices=graph.KINDS,
+                      help="model: the DNC or the LSTM-only baseline "
+                      "(default: the preset's)")
+  groups = {name: parser.add_argument_group(name)
+            for name in ("task", "model", "optimizer", "loop")}
+  seen = {"task", "preset", "kind", "out", "resume", "no-progress"}
+  generated = []
+  generated += flag_gen.add_dataclass_flags(
+      groups["task"], "task", [graph.GraphConfig], seen=seen)
+  generated += flag_gen.add_dataclass_flags(
+      groups["model"], "model", [DNCConfig],
+      skip=("output_size", "input_size"), seen=seen,
+      rename={"use_temporal_links": "no-temporal-links"},
+      convert={"link_sparsity": _no_link},
+      helps={"link_sparsity": "sparse link K (0: dense link)",
+             "use_temporal_links": "drop the link matrix",
+             "clip_value": "clip controller and output (0: off)"})
+  generated += flag_gen.add_dataclass_flags(
+      groups["optimizer"], "optimizer", [OptimizerConfig], seen=seen,
+      rename={"name": "optimizer"}, helps=_OPTIMIZER_HELP)
+  generated += flag_gen.add_dataclass_flags(
+      groups["loop"], "loop", [LoopConfig], seen=seen)
+  parser.add_argument("--out", default=None,
+                      help="run folder (default runs/<task>-<preset>)")
+  parser.add_argument("--resume", action="store_true",
+                      help="continue the run in --out from its checkpoint")
+  parser.add_argument("--no-progress", action="store_true",
+                      help="no progress bar")
+  return parser, generated
+
+
+def preset(task: str, name: str) -> Dict[str, Any]:
+  """Preset ``name`` of graph task ``task``; ValueError naming either."""
+  graph.check_task(task)
+  from experiments.graphs import presets  # pylint: disable=g-import-not-at-top
+  return presets.preset(task, name)
+
+
+def apply_flags(settings: Dict[str, Any], task_name: str, args, generated,
+                report: bool = False) -> Dict[str, Any]:
+  """``settings`` with the flags given; ``report``: print each change."""
+  fields = graph.task_fields(task_name)
+  for flag, value in flag_gen.given(args, generated):
+    if flag.section == "task" and flag.field not in fields:
+      raise ValueError(f"--{flag.name} does not apply to task "
+                       f"{task_name!r}")
+    section = settings.setdefault(flag.section, {})
+    if report and section.get(flag.field) not in (None, value):
+      print(f"--{flag.name} {value} overrides the run's saved "
+            f"{section[flag.field]!r}")
+    section[flag.field] = value
+  if getattr(args, "kind", None):
+    settings["kind"] = args.kind
+  return settings
+
+
+def validate_settings(task_name: str, settings: Dict[str, Any]):
+  """Builds every config ``settings`` describe (the task included, so a
+  lesson out of range is named); ValueError on the first bad one."""
+  graph.check_task(task_name)
+  try:
+    config = graph.GraphConfig(**settings["task"])
+    graph.make_task(task_name, config)
+    graph.model_config(settings.get("kind", "dnc"), settings["model"])
+    LoopConfig(**settings["loop"])
+    OptimizerConfig(**settings["optimizer"])
+  except TypeError as error:
+    raise ValueError(f"bad settings for task {task_name!r}: {error}") from None
+
+
+def run(settings: Dict[str, Any], task_name: str, out_dir, *,
+        resume: bool = False, progress: bool = True,
+        stop_after: Optional[int] = None,
+        save_settings: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+  """Trains graph task ``task_name`` with ``settings`` (a preset's layout)."""
+  validate_settings(task_name, settings)
+  kind = settings.get("kind", "dnc")
+  task = graph.make_task(task_name, graph.GraphConfig(**settings["task"]))
+  model_record = graph.model_config(kind, settings["model"])
+  model = graph.make_model(kind, model_record)
+  loop_config = LoopConfig(**settings["loop"])
+  optimizer_config = OptimizerConfig(**settings["optimizer"])
+  record = {"graph_task": task_name, "kind": kind,
+            "task": settings["task"], "model": model_record,
+            "optimizer": dataclasses.asdict(optimizer_config),
+            "loop": dataclasses.asdict(loop_config)}
+  out = pathlib.Path(out_dir)
+  make_run_folder(out)
+  if save_settings is not None:
+    (out / SETTINGS_FILE).write_text(json.dumps(save_settings, indent=2))
+  return train(init_fn=model.init, apply_fn=model.apply, task=task,
+               optimizer_config=optimizer_config, loop_config=loop_config,
+               out_dir=out, run_record=record, resume=resume,
+               progress=progress, stop_after=stop_after, model=model)
+
+
+# --- Loading a run (for dnc-graph-eval and the pictures). -----------------
+
+@dataclasses.dataclass
+class LoadedRun:
+  """A graph run's checkpoint.
+
+  Attributes:
+    task_name: ``traversal``, ``inference`` or ``shortest_path``.
+    kind: ``dnc`` or ``lstm``.
+    model_record: DNCConfig fields (dnc) or the LSTM sizes.
+    params: the parameters.
+    curriculum: the curriculum state saved with them (``{}`` if none).
+    step: the checkpoint's step.
+    record: the run record.
+  """
+
+  task_name: str
+  kind: str
+  model_record: Dict[str, Any]
+  params: Any
+  curriculum: Dict[str, Any]
+  step: int
+  record: Dict[str, Any]
+
+  def dnc_config(self, memory_size: Optional[int] = None) -> DNCConfig:
+    if self.kind != "dnc":
+      raise ValueError(f"the run trains {self.kind!r}, not a DNC")
+    record = dict(self.model_record)
+    if memory_size is not None:
+      record["memory_size"] = memory_size
+    return DNCConfig(**record)
+
+
+def load_run(run_dir, step: Optional[int] = None) -> LoadedRun:
+  """A graph run folder's latest (or ``step``) checkpoint.
+
+  Accepts a training run folder (``checkpoints/``) or a parameters-only
+  copy (``params.npz`` and ``run.json``, as ``checkpoints/graph-*`` hold).
+
+  Raises:
+    CheckpointError: not a graph run folder (one line, naming it).
+  """
+  run_dir = pathlib.Path(run_dir)
+  if (run_dir / "params.npz").is_file():
+    return _load_exported(run_dir)
+  if not (run_dir / "checkpoints").is_dir():
+    raise CheckpointError(f"{run_dir} is not a graph run folder (no "
+                          "checkpoints/ or params.npz in it)")
+  checkpointer = Checkpointer(run_dir / "checkpoints", create=False)
+  try:
+    saved = checkpointer.read_record(step)
+  finally:
+    checkpointer.close()
+  record = saved["run"]
+  if "graph_task" not in record:
+    raise CheckpointError(f"{run_dir} is not a graph-task run")
+  model = graph.make_model(record["kind"], record["model"])
+  task = graph.make_task(record["graph_task"])
+  inputs = task.sample(np.random.default_rng(0), 1).inputs
+  params, full, _ = load_params(run_dir, model.init,
+                                OptimizerConfig(**record["optimizer"]),
+                                inputs, step=step)
+  return LoadedRun(record["graph_task"], record["kind"], record["model"],
+                   params, full.get("curriculum", {}), full["step"], record)
+
+
+def export_params(run: LoadedRun, out_dir) -> pathlib.Path:
+  """Writes ``params.npz`` and ``run.json`` (parameters only) to
+  ``out_dir``; :func:`load_run` reads them back."""
+  out = pathlib.Path(out_dir)
+  make_run_folder(out)
+  flat = {"/".join((module, name)): np.asarray(value)
+          for module, leaves in run.params.items()
+          for name, value in leaves.items()}
+  np.savez_compressed(out / "params.npz", **flat)
+  (out / "run.json").write_text(json.dumps(
+      {"run": run.record, "curriculum": run.curriculum, "step": run.step},
+      indent=2))
+  return out / "params.npz"
+
+
+def package_run(run_dir, dest) -> pathlib.Path:
+  """A small committed copy of a run: parameters only (``params.npz``,
+  ``run.json``), its metrics, settings and summary, and under ``resume/``
+  the latest full checkpoint (parameters, optimiser, curriculum) with the
+  settings, so ``dnc-graph-train --out DEST/resume --resume`` continues."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  run_dir, dest = pathlib.Path(run_dir), pathlib.Path(dest)
+  run = load_run(run_dir)
+  export_params(run, dest)
+  for name in ("metrics.jsonl", "settings.json", "summary.json"):
+    if (run_dir / name).is_file():
+      shutil.copy(run_dir / name, dest / name)
+  resume = dest / "resume"
+  if resume.exists():
+    shutil.rmtree(resume)
+  (resume / "checkpoints").mkdir(parents=True)
+  shutil.copytree(run_dir / "checkpoints" / str(run.step),
+                  resume / "checkpoints" / str(run.step))
+  for name in ("settings.json", "metrics.jsonl"):
+    if (run_dir / name).is_file():
+      shutil.copy(run_dir / name, resume / name)
+  return dest
+
+
+def _load_exported(run_dir: pathlib.Path) -> LoadedRun:
+  try:
+    saved = json.loads((run_dir / "run.json").read_text())
+    with np.load(run_dir / "params.npz") as data:
+      params: Dict[str, Dict[str, Any]] = {}
+      for key in data.files:
+        module, name = key.rsplit("/", 1)
+        params.setdefault(module, {})[name] = data[key]
+  except (OSError, ValueError, KeyError) as error:
+    raise CheckpointError(f"{run_dir}: unreadable exported parameters "
+                          f"({error})") from None
+  record = saved["run"]
+  return LoadedRun(record["graph_task"], record["kind"], record["model"],
+                   params, saved.get("curriculum", {}), saved["step"], record)
+
+
+# --- The command line. ----------------------------------------------------
+
+def _settings(args, generated):
+  """``(task, preset, settings, out)`` from the preset or the saved run."""
+  saved = None
+  if args.resume and args.out:
+    path = pathlib.Path(args.out) / SETTINGS_FILE
+    if path.is_file():
+      try:
+        saved = json.loads(path.read_text())
+      except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is unreadable ({error})") from None
+  if saved is not None:
+    task_name = saved["task_name"]
+    if args.task and args.task != task_name:
+      raise ValueError(f"--task {args.task} but the run in {args.out} "
+                       f"trains {task_name!r}")
+    if args.preset and args.preset != saved.get("preset"):
+      print(f"--preset {args.preset} ignored: resuming the run's saved "
+            f"settings (preset {saved.get('preset')!r})")
+    preset_name = saved.get("preset")
+    settings = apply_flags(saved["settings"], task_name, args, generated,
+                           report=True)
+  else:
+    if args.task is None:
+      raise ValueError("--task is required (or --resume with --out of an "
+                       "existing run)")
+    task_name = args.task
+    graph.check_task(task_name)
+    preset_name = args.preset or graph.DEFAULT_PRESET[task_name]
+    settings = apply_flags(preset(task_name, preset_name), task_name, args,
+                           generated)
+  out = pathlib.Path(args.out or f"runs/{task_name}-{preset_name}")
+  return task_name, preset_name, settings, out
+
+
+def main(argv: Optional[List[str]] = None,
+         prog: str = "dnc-graph-train") -> int:
+  parser, generated = build_parser(prog)
+  args = parser.parse_args(argv)
+  try:
+    task_name, preset_name, settings, out = _settings(args, generated)
+    validate_settings(task_name, settings)
+    if args.resume and not out.is_dir():
+      print(f"no run folder {out}: starting afresh")
+    started = time.time()
+    saved = {"task_name": task_name, "preset": preset_name,
+             "settings": settings}
+    summary = run(settings, task_name, out, resume=args.resume,
+                  progress=not args.no_progress, save_settings=saved)
+  except (ValueError, TypeError, KeyError, FileNotFoundError,
+          CheckpointError) as error:
+    message = error.args[0] if isinstance(error, KeyError) else error
+    parser.exit(2, f"{prog}: error: {message}\n")
+  elapsed = time.time() - started
+  print(json.dumps({"out": str(out), "wall_seconds": round(elapsed, 1),
+                    **summary}, indent=2))
+  return 130 if summary["stopped"] == "interrupted" else 0
+
+
+def is_graph_run(argv: List[str]) -> bool:
+  """Whether a ``dnc-train`` command line names a graph task or run."""
+  for i, arg in enumerate(argv):
+    value = None
+    if arg.startswith("--task="):
+      value = arg.split("=", 1)[1]
+    elif arg == "--task" and i + 1 < len(argv):
+      value = argv[i + 1]
+    if value is not None:
+      return value in graph.TASKS
+  for i, arg in enumerate(argv):
+    out = (arg.split("=", 1)[1] if arg.startswith("--out=") else
+           argv[i + 1] if arg == "--out" and i + 1 < len(argv) else None)
+    if out and "--resume" in argv:
+      try:
+        saved = json.loads((pathlib.Path(out) / SETTINGS_FILE).read_text())
+      except (OSError, ValueError):
+        return False
+      return saved.get("task_name") in graph.TASKS
+  return False
+
+
+def train_main(argv: Optional[List[str]] = None) -> int:
+  """``dnc-train`` for every task: graph tasks here, the rest in
+  :func:`experiments.cli.main`."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if is_graph_run(argv):
+    return main(argv, prog="dnc-train")
+  from experiments import cli  # pylint: disable=g-import-not-at-top
+  return cli.main(argv)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,526 @@
+"""Graph-task evaluation, pictures and memory resizing of a trained run.
+
+Commands::
+
+  dnc-graph-eval --checkpoint runs/traversal --test underground
+  dnc-graph-eval --checkpoint runs/inference --test family
+  dnc-graph-eval --checkpoint runs/traversal --test lessons
+  dnc-graph-plot --checkpoint runs/traversal        # Fig. 3-style PNGs
+  dnc-graph-plot --untrained traversal --out /tmp   # a tiny untrained DNC
+  dnc-graph-memory --checkpoint runs/traversal      # Extended Data Fig. 2
+
+``dnc-graph-eval`` prints a table with the paper's figure beside ours and
+writes it as ``graph-<test>.json`` and ``graph-<test>.md`` into the run
+folder (or ``--out``). Tests: ``underground`` (traversal: random 7-step
+walks, paper 98.8%; shortest path: every 4-step path, paper 55.3%),
+``family`` (inference: every 4-step relation of the family tree, paper
+81.8% of queries), ``lessons`` (accuracy on each lesson up to the one
+reached, with the pass mark). Memory is not a parameter shape of this DNC,
+so ``--memory-size`` runs the same parameters with N slots; the Underground
+(192 triples) and family (120) tests use at least 256 and 128 by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+import jax
+import numpy as np
+
+from experiments.checkpoints import CheckpointError
+from experiments.graph_cli import LoadedRun, load_run
+from experiments.graphs import (curriculum, dagger, encoding, family_tree,
+                                tasks as graph_tasks, underground)
+from experiments.graphs.tasks import Lesson
+from experiments.loop import make_run_folder
+from experiments.tasks import graph
+
+TESTS = ("underground", "family", "lessons")
+# The paper's figures (Graves et al. 2016, main text).
+PAPER = {("underground", "traversal"): 98.8,
+         ("underground", "shortest_path"): 55.3,
+         ("family", "inference"): 81.8}
+TEST_TASKS = {"underground": ("traversal", "shortest_path"),
+              "family": ("inference",),
+              "lessons": graph.TASKS}
+MIN_MEMORY = {"underground": 256, "family": 128}
+
+
+def round_correct(logits, targets, mask) -> np.ndarray:
+  """``[rounds]`` bool: each query's answer (a contiguous run of masked
+  steps in one episode) predicted exactly, episodes in order."""
+  right = np.asarray(encoding.step_correct(np.asarray(logits),
+                                           np.asarray(targets)))
+  mask = np.asarray(mask) > 0
+  out = []
+  for b in range(mask.shape[1]):
+    steps = np.nonzero(mask[:, b])[0]
+    if not len(steps):
+      continue
+    runs = np.split(steps, np.nonzero(np.diff(steps) > 1)[0] + 1)
+    out.extend(bool(np.all(right[r, b])) for r in runs)
+  return np.asarray(out, bool)
+
+
+class Evaluator:
+  """Runs a loaded run's network (with ``memory_size`` slots, if given)."""
+
+  def __init__(self, run: LoadedRun, memory_size: Optional[int] = None):
+    self.run = run
+    self.memory_size = (None if run.kind != "dnc" else
+                        memory_size or run.model_record["memory_size"])
+    self.model = graph.make_model(run.kind, run.model_record,
+                                  self.memory_size)
+    self.predict = jax.jit(self.model.apply)
+    core = self.model.core
+
+    def rollout(params, batch):
+      inner = core.initial_state(params, batch.inputs.shape[1])
+      return dagger.functional_rollout(core.step, params, inner, batch)
+
+    self.rollout = jax.jit(rollout)
+
+  def logits(self, inputs) -> np.ndarray:
+    return np.asarray(self.predict(self.run.params, inputs))
+
+  def moves(self, batch) -> np.ndarray:
+    return np.asarray(self.rollout(self.run.params, batch).choice)
+
+
+def _chunks(items: Sequence, size: int):
+  for i in range(0, len(items), size):
+    yield items[i:i + size]
+
+
+def underground_test(ev: Evaluator, rng: np.random.Generator,
+                     episodes: int, batch_size: int = 25) -> Dict[str, Any]:
+  """Traversal: ``episodes`` random 7-step walks; shortest path: every
+  (start, end) pair exactly 4 steps apart (network-only moves)."""
+  u = underground.load()
+  if ev.run.task_name == "traversal":
+    right = total = 0
+    for size in _chunks(range(episodes), batch_size):
+      batch = underground.traversal_batch(rng, u, len(size))
+      right += int(np.sum(encoding.episode_correct(
+          ev.logits(batch.inputs), batch.targets, batch.mask)))
+      total += len(size)
+    what = "random 7-step traversals"
+  else:
+    pairs = underground.shortest_path_pairs(u, 4)
+    scorer = graph_tasks.ShortestPath(Lesson((2, 2), (1, 1), (1, 1)))
+    right = total = 0
+    for chunk in _chunks(pairs, batch_size):
+      batch = underground.shortest_path_batch(rng, u, chunk)
+      right += int(np.sum(scorer.score_paths(batch, ev.moves(batch))))
+      total += len(chunk)
+    what = "every 4-step shortest path"
+  return {"what": what, "right": right, "count": total,
+          "triples": len(u.graph.edges)}
+
+
+def family_test(ev: Evaluator, rng: np.random.Generator,
+                episodes: int = 0, batch_size: int = 32) -> Dict[str, Any]:
+  """Every followable 4-step relation query, 3 per episode."""
+  del episodes  # Every query, once.
+  queries = family_tree.relation_queries()
+  batch = family_tree.inference_batch(rng, queries)
+  results = []
+  for start in range(0, batch.inputs.shape[1], batch_size):
+    part = slice(start, start + batch_size)
+    results.append(round_correct(ev.logits(batch.inputs[:, part]),
+                                 batch.targets[:, part], batch.mask[:, part]))
+  right = np.concatenate(results)
+  return {"what": "4-step family relations (queries)",
+          "right": int(right.sum()), "count": int(len(right)),
+          "triples": len(family_tree.build().edges)}
+
+
+def lesson_rows(ev: Evaluator, rng: np.random.Generator,
+                episodes: int) -> List[Dict[str, Any]]:
+  """Accuracy on each lesson up to the one the run reached."""
+  name = ev.run.task_name
+  reached = int(ev.run.curriculum.get("lesson", 1))
+  schedule = curriculum.paper_schedule(name)
+  rows = []
+  for lesson in range(1, reached + 1):
+    task = curriculum.Curriculum(name, lesson).task(lesson, pad=False)
+    if name == "shortest_path":
+      accuracy = task.evaluate(ev.moves, rng, episodes, 25)
+    else:
+      accuracy = task.evaluate(ev.logits, rng, episodes, 50)
+    row = schedule.lessons[lesson - 1]
+    rows.append({"test": f"lesson {lesson}", "task": name,
+                 "what": (f"nodes {row.nodes}, out-degree {row.out_degree},"
+                          f" length {row.length}"),
+                 "ours": round(100 * accuracy, 1),
+                 "paper": f">= {100 * schedule.threshold:.0f} (pass mark)",
+                 "count": episodes})
+  return rows
+
+
+def evaluate(run: LoadedRun, test: str, episodes: int = 200,
+             memory_size: Optional[int] = None, seed: int = 0
+             ) -> Dict[str, Any]:
+  """The table of ``test`` for ``run``: ``{"rows", "memory_size", ...}``.
+
+  Raises:
+    ValueError: an unknown test, or one that does not fit the run's task.
+  """
+  if test not in TESTS:
+    raise ValueError(f"unknown test {test!r}; choose from {list(TESTS)}")
+  if run.task_name not in TEST_TASKS[test]:
+    raise ValueError(f"test {test!r} needs a run of "
+                     f"{' or '.join(TEST_TASKS[test])}, but this run "
+                     f"trains {run.task_name!r}")
+  if memory_size is None and run.kind == "dnc" and test in MIN_MEMORY:
+    memory_size = max(run.model_record["memory_size"], MIN_MEMORY[test])
+  ev = Evaluator(run, memory_size)
+  rng = np.random.default_rng([seed, 2016])
+  if test == "lessons":
+    rows = lesson_rows(ev, rng, episodes)
+  else:
+    result = (underground_test if test == "underground" else
+              family_test)(ev, rng, episodes)
+    rows = [{"test": test, "task": run.task_name, "what": result["what"],
+             "ours": round(100 * result["right"] / result["count"], 1),
+             "paper": PAPER[(test, run.task_name)],
+             "count": result["count"], "triples": result["triples"]}]
+  return {"test": test, "task": run.task_name, "kind": run.kind,
+          "step": run.step, "lesson_reached": run.curriculum.get("lesson"),
+          "examples_seen": run.curriculum.get("examples_seen"),
+          "memory_size": ev.memory_size, "rows": rows}
+
+
+def markdown(table: Dict[str, Any]) -> str:
+  """The table as Markdown."""
+  lines = [f"{table['task']} ({table['kind']}), step {table['step']}, "
+           f"lesson reached {table['lesson_reached']}, " +
+           (f"memory N = {table['memory_size']}" if table["memory_size"]
+            else "no memory"), "",
+           "| test | task | what | ours (%) | paper (%) | episodes |",
+           "|---|---|---|---|---|---|"]
+  for row in table["rows"]:
+    lines.append(f"| {row['test']} | {row['task']} | {row['what']} | "
+                 f"{row['ours']} | {row['paper']} | {row['count']} |")
+  return "\n".join(lines) + "\n"
+
+
+def eval_main(argv: Optional[List[str]] = None) -> int:
+  parser = argparse.ArgumentParser(prog="dnc-graph-eval",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--checkpoint", required=True,
+                      help="a dnc-graph-train run folder (or a "
+                      "parameters-only copy)")
+  parser.add_argument("--test", required=True, choices=TESTS)
+  parser.add_argument("--episodes", type=int, default=200,
+                      help="episodes (underground traversal, lessons)")
+  parser.add_argument("--memory-size", type=int, default=None,
+                      help="memory slots N at test time (default: the "
+                      "run's, at least 256 Underground / 128 family)")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--out", default=None,
+                      help="folder for the JSON and Markdown tables "
+                      "(default: the run folder)")
+  args = parser.parse_args(argv)
+  if args.episodes < 1:
+    parser.exit(2, f"dnc-graph-eval: error: --episodes must be >= 1, got "
+                f"{args.episodes}\n")
+  if args.memory_size is not None and args.memory_size < 1:
+    parser.exit(2, f"dnc-graph-eval: error: --memory-size must be >= 1, "
+                f"got {args.memory_size}\n")
+  try:
+    run = load_run(args.checkpoint)
+    table = evaluate(run, args.test, args.episodes, args.memory_size,
+                     args.seed)
+    out = pathlib.Path(args.out or args.checkpoint)
+    make_run_folder(out)
+  except (CheckpointError, ValueError, KeyError) as error:
+    parser.exit(2, f"dnc-graph-eval: error: {error}\n")
+  text = markdown(table)
+  (out / f"graph-{args.test}.json").write_text(json.dumps(table, indent=2))
+  (out / f"graph-{args.test}.md").write_text(text)
+  print(text, end="")
+  return 0
+
+
+# --- Pictures (Fig. 3) and the learning curve. ----------------------------
+
+def record_episode(run: LoadedRun, batch, example: int = 0,
+                   memory_size: Optional[int] = None) -> Dict[str, Any]:
+  """One episode's write weights, read modes and phases (a DNC run)."""
+  # pylint: disable-next=g-import-not-at-top
+  from experiments.models import recording_dnc
+  config = run.dnc_config(memory_size)
+  logits, interface, states = jax.jit(recording_dnc(config).apply)(
+      run.params, batch.inputs)
+  inputs = np.asarray(batch.inputs[:, example])
+  mask = np.asarray(batch.mask[:, example])
+  end = int(np.nonzero(mask)[0].max()) + 1
+  pulses = np.nonzero(inputs[:, 90] > 0)[0]
+  description_end = int(pulses[0]) if len(pulses) else end
+  answer = np.nonzero(inputs[:end, 91] > 0)[0]
+  return {
+      "inputs": inputs[:end], "mask": mask[:end],
+      "description_end": description_end, "answer_steps": answer,
+      "write_weights": np.asarray(
+          states.access_state.write_weights[:end, example, 0]),
+      "read_modes": (None if interface.read_modes is None else
+                     np.asarray(interface.read_modes[:end, example])),
+      "logits": np.asarray(logits[:end, example])}
+
+
+def plot_episode(rec: Dict[str, Any], path, title: str = ""):
+  """Fig. 3 style: write weights over the description (each slot labelled
+  with the triple written to it) and read modes per head over the
+  answer."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  d = rec["description_end"]
+  writes = rec["write_weights"][:d]  # [T_d, N]
+  triples = [encoding.decode_triple(x) for x in rec["inputs"][:d]]
+  slots = writes.shape[1]
+  labels = []
+  for slot in range(slots):
+    t = int(np.argmax(writes[:, slot])) if d else 0
+    labels.append("%d-%d-%d" % triples[t] if d and writes[t, slot] > 0.1
+                  else "")
+  modes = rec["read_modes"]
+  heads = 0 if modes is None else modes.shape[1]
+  fig, axes = plt.subplots(1, 1 + heads, figsize=(5 + 3 * heads,
+                                                  max(4, slots * 0.14)),
+                           squeeze=False)
+  ax = axes[0, 0]
+  ax.imshow(writes.T, aspect="auto", cmap="Greys", vmin=0, vmax=1,
+            interpolation="nearest")
+  ax.set_title("write weighting (description)")
+  ax.set_xlabel("description step")
+  ax.set_yticks(range(slots))
+  ax.set_yticklabels(labels, fontsize=5)
+  ax.set_ylabel("slot: triple written")
+  answer = rec["answer_steps"]
+  for head in range(heads):
+    ax = axes[0, 1 + head]
+    values = modes[answer, head] if len(answer) else modes[:0, head]
+    ax.imshow(values.T, aspect="auto", cmap="viridis", vmin=0, vmax=1,
+              interpolation="nearest")
+    width = values.shape[1]
+    names = (["backward"] * ((width - 1) // 2) + ["content"] +
+             ["forward"] * ((width - 1) // 2))
+    ax.set_yticks(range(width))
+    ax.set_yticklabels(names)
+    ax.set_xlabel("answer step")
+    ax.set_title(f"read head {head + 1} modes (answer)")
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def read_metrics(run_dir) -> List[Dict[str, Any]]:
+  """The run's ``metrics.jsonl`` lines (``[]`` if none)."""
+  path = pathlib.Path(run_dir) / "metrics.jsonl"
+  if not path.is_file():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines()
+          if line.strip()]
+
+
+def plot_curve(metrics: List[Dict[str, Any]], path, title: str = "",
+               threshold: float = 0.9):
+  """Evaluation accuracy and lesson (top) and training loss (bottom)
+  against examples seen."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib.ticker import MaxNLocator
+  evals = [m for m in metrics if m.get("kind") == "eval"
+           and "valid/accuracy" in m]
+  if not evals:
+    raise ValueError("no evaluations in metrics.jsonl to plot")
+  x = [m["valid/examples_seen"] for m in evals]
+  per_step = x[-1] / max(evals[-1]["step"], 1)
+  train = [m for m in metrics if m.get("kind") == "train" and "loss" in m]
+  fig, (ax, low) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+  ax.plot(x, [100 * m["valid/accuracy"] for m in evals], "o-", ms=3,
+          label="accuracy on the current lesson")
+  ax.axhline(100 * threshold, color="grey", ls=":", label="pass mark")
+  ax.set_ylabel("accuracy (%)")
+  ax.set_ylim(-2, 102)
+  twin = ax.twinx()
+  lessons = [m["valid/lesson"] for m in evals]
+  twin.step(x, lessons, "r-", where="post", label="lesson")
+  twin.set_ylabel("lesson", color="r")
+  twin.set_ylim(0.5, max(lessons) + 1.5)
+  twin.yaxis.set_major_locator(MaxNLocator(integer=True))
+  ax.legend(loc="upper left", fontsize=8)
+  ax.set_title(title)
+  if train:
+    low.plot([m["step"] * per_step for m in train],
+             [m["loss"] for m in train], lw=0.8)
+  low.set_ylabel("training loss (per episode)")
+  low.set_xlabel("training examples seen")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def untrained_run(task_name: str, lesson: int = 1) -> LoadedRun:
+  """A tiny untrained DNC as a run (for CI pictures)."""
+  graph.check_task(task_name)
+  record = graph.model_config("dnc", dict(hidden_size=16, memory_size=48,
+                                          word_size=8, num_reads=2))
+  model = graph.make_model("dnc", record)
+  task = graph.make_task(task_name, graph.GraphConfig(lesson=lesson))
+  params = model.init(jax.random.PRNGKey(0),
+                      task.sample(np.random.default_rng(0), 1).inputs)
+  return LoadedRun(task_name, "dnc", record, params,
+                   task.curriculum_state(), 0,
+                   {"graph_task": task_name, "kind": "dnc", "model": record})
+
+
+def plot_main(argv: Optional[List[str]] = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="dnc-graph-plot", description="Fig. 3-style pictures of a graph "
+      "run (write weights labelled with triples, read modes) and its "
+      "learning curve.")
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument("--checkpoint", help="a dnc-graph-train run folder")
+  source.add_argument("--untrained", choices=graph.TASKS,
+                      help="draw a tiny untrained DNC instead")
+  parser.add_argument("--lesson", type=int, default=None,
+                      help="lesson of the episode drawn (default: the "
+                      "run's current)")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--out", default=None,
+                      help="folder for the PNGs (default: the run folder)")
+  args = parser.parse_args(argv)
+  try:
+    run = (load_run(args.checkpoint) if args.checkpoint else
+           untrained_run(args.untrained))
+    if run.kind != "dnc":
+      raise ValueError("an LSTM run has no memory to draw")
+    lesson = args.lesson or int(run.curriculum.get("lesson", 1))
+    task = curriculum.Curriculum(run.task_name, lesson).task(pad=False)
+    out = pathlib.Path(args.out or args.checkpoint)
+    make_run_folder(out)
+  except (CheckpointError, ValueError, KeyError) as error:
+    parser.exit(2, f"dnc-graph-plot: error: {error}\n")
+  batch = task.sample(np.random.default_rng(args.seed), 1)
+  if run.task_name == "shortest_path":
+    batch = graph_tasks.GraphBatch(batch.inputs, batch.targets, batch.mask)
+  rec = record_episode(run, batch)
+  path = plot_episode(rec, out / f"memory-{run.task_name}-lesson{lesson}.png",
+                      title=f"{run.task_name}, lesson {lesson}, step "
+                      f"{run.step}")
+  print(path)
+  metrics = read_metrics(out if args.checkpoint is None
+                         else args.checkpoint)
+  if any(m.get("kind") == "eval" for m in metrics):
+    threshold = curriculum.paper_schedule(run.task_name).threshold
+    print(plot_curve(metrics, out / "learning-curve.png",
+                     title=f"{run.task_name} ({run.kind})",
+                     threshold=threshold))
+  return 0
+
+
+# --- Memory resized at test time (Extended Data Fig. 2). ------------------
+
+def memory_sweep(run: LoadedRun, memory_sizes: Sequence[int],
+                 nodes: Sequence[int], out_degree: int = 3,
+                 length: int = 1, episodes: int = 50, seed: int = 0
+                 ) -> Dict[str, Any]:
+  """Traversal accuracy with N slots (same parameters) on graphs of
+  ``nodes`` nodes and ``out_degree`` out-edges (``nodes * out_degree``
+  triples); ``{"accuracy": [len(memory_sizes), len(nodes)], ...}``."""
+  if run.task_name != "traversal" or run.kind != "dnc":
+    raise ValueError(f"memory resizing needs a DNC traversal run, got "
+                     f"{run.kind} {run.task_name}")
+  accuracy = np.zeros((len(memory_sizes), len(nodes)))
+  for i, n_slots in enumerate(memory_sizes):
+    ev = Evaluator(run, n_slots)
+    for j, n in enumerate(nodes):
+      k = min(out_degree, n - 1)
+      task = graph_tasks.Traversal(Lesson((n, n), (k, k), (length, length)))
+      rng = np.random.default_rng([seed, n])  # Same graphs for every N.
+      accuracy[i, j] = task.evaluate(ev.logits, rng, episodes, 50)
+  return {"memory_sizes": list(memory_sizes), "nodes": list(nodes),
+          "triples": [n * min(out_degree, n - 1) for n in nodes],
+          "out_degree": out_degree, "length": length,
+          "episodes": episodes, "trained_memory_size":
+          run.model_record["memory_size"], "accuracy": accuracy.tolist()}
+
+
+def plot_sweep(sweep: Dict[str, Any], path):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  acc = 100 * np.asarray(sweep["accuracy"])
+  fig, ax = plt.subplots(figsize=(6, 4))
+  image = ax.imshow(acc, origin="lower", cmap="magma", vmin=0, vmax=100,
+                    aspect="auto")
+  ax.set_xticks(range(len(sweep["triples"])))
+  ax.set_xticklabels(sweep["triples"])
+  ax.set_yticks(range(len(sweep["memory_sizes"])))
+  ax.set_yticklabels(sweep["memory_sizes"])
+  ax.set_xlabel("triples in the graph")
+  ax.set_ylabel("memory slots N at test time")
+  for i in range(acc.shape[0]):
+    for j in range(acc.shape[1]):
+      ax.text(j, i, f"{acc[i, j]:.0f}", ha="center", va="center",
+              color="w" if acc[i, j] < 60 else "k", fontsize=7)
+  fig.colorbar(image, label="accuracy (%)")
+  ax.set_title(f"traversal, trained with N = "
+               f"{sweep['trained_memory_size']}")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def _ints(text: str) -> List[int]:
+  try:
+    values = [int(x) for x in text.split(",") if x]
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"expected comma-separated integers, got {text!r}") from None
+  if not values or min(values) < 2:
+    raise argparse.ArgumentTypeError(f"expected integers >= 2, got {text!r}")
+  return values
+
+
+def memory_main(argv: Optional[List[str]] = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="dnc-graph-memory", description="Traversal accuracy with the "
+      "memory resized at test time against the graph's triples (Extended "
+      "Data Fig. 2): a heat map PNG and JSON.")
+  parser.add_argument("--checkpoint", required=True)
+  parser.add_argument("--memory-sizes", type=_ints,
+                      default=[16, 32, 64, 128, 256])
+  parser.add_argument("--nodes", type=_ints, default=[4, 6, 8, 10, 20, 40])
+  parser.add_argument("--out-degree", type=int, default=3)
+  parser.add_argument("--length", type=int, default=1)
+  parser.add_argument("--episodes", type=int, default=50)
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args(argv)
+  try:
+    run = load_run(args.checkpoint)
+    sweep = memory_sweep(run, args.memory_sizes, args.nodes, args.out_degree,
+                         args.length, args.episodes)
+    out = pathlib.Path(args.out or args.checkpoint)
+    make_run_folder(out)
+  except (CheckpointError, ValueError, KeyError) as error:
+    parser.exit(2, f"dnc-graph-memory: error: {error}\n")
+  (out / "memory-resize.json").write_text(json.dumps(sweep, indent=2))
+  print(plot_sweep(sweep, out / "memory-resize.png"))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(eval_main())

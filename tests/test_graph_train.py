@@ -1,0 +1,242 @@
+"""The graph tasks in the one trainer: commands end to end, exact resume,
+evaluation tables, pictures, memory resized at test time, bad input."""
+
+import dataclasses
+import inspect
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import graph_cli, graph_eval
+from experiments.graphs import curriculum
+from experiments.tasks import PRESETS, base, graph
+
+# A tiny DNC and loop: a few steps of lesson 1 in seconds.
+TINY = ["--preset", "cpu", "--hidden-size", "8", "--memory-size", "16",
+        "--word-size", "4", "--num-reads", "1", "--batch-size", "2",
+        "--log-every", "1", "--eval-every", "2", "--checkpoint-every", "2",
+        "--eval-episodes", "4", "--eval-batch-size", "4", "--no-progress"]
+
+
+def _tiny_settings(task: str):
+  parser, generated = graph_cli.build_parser()
+  args = parser.parse_args(["--task", task] + TINY)
+  _, _, settings, _ = graph_cli._settings(args, generated)
+  return settings
+
+
+def _evals(run_dir):
+  return [m for m in graph_eval.read_metrics(run_dir) if m["kind"] == "eval"]
+
+
+def test_registry_holds_the_graph_tasks_and_presets():
+  for task in graph.TASKS:
+    assert {"paper", "cpu", "lstm", "cpu_lstm"} <= set(PRESETS[task])
+    assert PRESETS[task]["lstm"]["kind"] == "lstm"
+  paper = PRESETS["traversal"]["paper"]["model"]
+  assert paper["controller"] == "deep_lstm" and paper["num_layers"] == 3
+  # The Underground test needs more slots than its 192 triples.
+  assert PRESETS["traversal"]["paper"]["model"]["memory_size"] >= 256
+  assert PRESETS["inference"]["paper"]["model"]["memory_size"] >= 120
+
+
+def test_curriculum_task_conforms_to_the_protocol():
+  task = graph.make_task("traversal")
+  assert isinstance(task, base.Task) and isinstance(task, base.TaskBase)
+  for name in ("sample", "loss", "metrics", "evaluate", "curriculum_state",
+               "restore_curriculum", "after_evaluation", "make_train_step"):
+    ours = list(inspect.signature(getattr(task, name)).parameters)
+    theirs = list(inspect.signature(getattr(base.Task, name)).parameters)
+    assert ours == theirs[1:], name  # theirs has self.
+
+
+def test_memory_size_is_not_a_parameter_shape():
+  small = graph.make_model("dnc", graph.model_config(
+      "dnc", dict(hidden_size=8, memory_size=8, word_size=4, num_reads=1)))
+  large = graph.make_model("dnc", graph.model_config(
+      "dnc", dict(hidden_size=8, memory_size=64, word_size=4, num_reads=1)))
+  x = np.zeros((3, 1, 92), np.float32)
+  shapes = [jax.tree.map(np.shape, m.init(jax.random.PRNGKey(0), x))
+            for m in (small, large)]
+  assert shapes[0] == shapes[1]
+
+
+def test_train_command_end_to_end_with_lesson_and_accuracy(tmp_path):
+  out = tmp_path / "run"
+  code = graph_cli.train_main(["--task", "traversal", "--steps", "4",
+                               "--out", str(out)] + TINY)
+  assert code == 0
+  assert json.loads((out / "summary.json").read_text())["step"] == 4
+  evals = _evals(out)
+  assert [e["step"] for e in evals] == [2, 4]
+  for e in evals:
+    assert 0 <= e["valid/accuracy"] <= 1 and e["valid/lesson"] == 1
+    assert e["curriculum"]["lesson"] == 1
+  assert evals[0]["valid/examples_seen"] == 4  # 2 steps of 2.
+  assert sorted(p.name for p in (out / "checkpoints").iterdir()
+                if p.name.isdigit()) == ["2", "4"]
+  saved = json.loads((out / "settings.json").read_text())
+  assert saved["task_name"] == "traversal" and saved["preset"] == "cpu"
+
+
+def test_resume_is_exact_with_the_curriculum(tmp_path, monkeypatch):
+  # Every evaluation passes, so the lesson (and the batch length, and the
+  # mixing of earlier lessons) changes during the run.
+  easy = dataclasses.replace(curriculum.SCHEDULES["traversal"],
+                             threshold=0.0)
+  monkeypatch.setitem(curriculum.SCHEDULES, "traversal", easy)
+  settings = _tiny_settings("traversal")
+  settings["loop"]["steps"] = 6
+  whole = graph_cli.run(json.loads(json.dumps(settings)), "traversal",
+                        tmp_path / "whole", progress=False)
+  first = graph_cli.run(json.loads(json.dumps(settings)), "traversal",
+                        tmp_path / "parts", progress=False, stop_after=3)
+  assert first["stopped"] == "stop_after" and first["step"] == 3
+  second = graph_cli.run(json.loads(json.dumps(settings)), "traversal",
+                         tmp_path / "parts", progress=False, resume=True)
+  assert second["step"] == whole["step"] == 6
+  a = graph_cli.load_run(tmp_path / "whole")
+  b = graph_cli.load_run(tmp_path / "parts")
+  assert a.curriculum == b.curriculum
+  # Passed at steps 2 and 4; the final evaluation (step 6) comes after
+  # the last checkpoint.
+  assert a.curriculum["lesson"] == 3
+  assert a.curriculum["examples_seen"] == 12
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_array_equal(x, y)
+  steps = lambda run: [(e["step"], e["valid/lesson"]) for e in _evals(run)]
+  assert steps(tmp_path / "parts") == steps(tmp_path / "whole")
+
+
+def test_dnc_train_routes_graph_tasks_and_runs(tmp_path):
+  out = tmp_path / "run"
+  assert graph_cli.is_graph_run(["--task", "inference"])
+  assert not graph_cli.is_graph_run(["--task", "copy"])
+  assert not graph_cli.is_graph_run(["--out", str(out), "--resume"])
+  assert graph_cli.train_main(["--task=inference", "--steps", "2",
+                               "--out", str(out)] + TINY) == 0
+  assert graph_cli.is_graph_run(["--out", str(out), "--resume"])
+  # Resume takes the run's settings; a longer run continues it.
+  assert graph_cli.train_main(["--out", str(out), "--resume", "--steps",
+                               "4", "--no-progress"]) == 0
+  assert _evals(out)[-1]["step"] == 4
+
+
+def test_eval_command_writes_its_table(tmp_path, capsys):
+  out = tmp_path / "run"
+  graph_cli.main(["--task", "inference", "--steps", "2", "--out", str(out)]
+                 + TINY)
+  capsys.readouterr()
+  assert graph_eval.eval_main(["--checkpoint", str(out), "--test",
+                               "family"]) == 0
+  printed = capsys.readouterr().out
+  assert "81.8" in printed and "| family | inference |" in printed
+  table = json.loads((out / "graph-family.json").read_text())
+  (row,) = table["rows"]
+  assert row["count"] == 96 and row["triples"] == 120
+  assert table["memory_size"] == 128  # Raised past the tree's triples.
+  assert 0 <= row["ours"] <= 100
+  assert (out / "graph-family.md").read_text().startswith("inference")
+  assert graph_eval.eval_main(["--checkpoint", str(out), "--test",
+                               "lessons", "--episodes", "4"]) == 0
+  lessons = json.loads((out / "graph-lessons.json").read_text())["rows"]
+  assert [r["test"] for r in lessons] == ["lesson 1"]
+  # A packaged copy: its parameters-only checkpoint evaluates the same, and
+  # its resume state continues training.
+  copy = tmp_path / "copy"
+  graph_cli.package_run(out, copy)
+  assert graph_eval.eval_main(["--checkpoint", str(copy), "--test",
+                               "family"]) == 0
+  again = json.loads((copy / "graph-family.json").read_text())
+  assert again["rows"] == table["rows"]
+  assert graph_cli.main(["--out", str(copy / "resume"), "--resume",
+                         "--steps", "3", "--no-progress"]) == 0
+  assert graph_cli.load_run(copy / "resume").step == 3
+
+
+def test_underground_traversal_and_round_scoring(tmp_path):
+  run = graph_eval.untrained_run("traversal")
+  table = graph_eval.evaluate(run, "underground", episodes=3)
+  (row,) = table["rows"]
+  assert row["paper"] == 98.8 and row["count"] == 3
+  assert row["triples"] == 192 and table["memory_size"] == 256
+  # Two rounds in one episode, the second wrong; one in another, right.
+  targets = np.zeros((5, 2, 90), np.float32)
+  targets[..., 0] = 1
+  logits = targets.copy()
+  logits[3, 0] = 0
+  logits[3, 0, 1] = 1
+  mask = np.zeros((5, 2), np.float32)
+  mask[[0, 1, 3], 0] = 1
+  mask[2, 1] = 1
+  assert graph_eval.round_correct(logits, targets, mask).tolist() == [
+      True, False, True]
+
+
+def test_pictures_and_memory_resized_at_test_time(tmp_path):
+  assert graph_eval.plot_main(["--untrained", "traversal", "--out",
+                               str(tmp_path)]) == 0
+  assert (tmp_path / "memory-traversal-lesson1.png").stat().st_size > 1000
+  run = graph_eval.untrained_run("traversal")
+  sweep = graph_eval.memory_sweep(run, [8, 48], [3, 5], episodes=2)
+  assert np.asarray(sweep["accuracy"]).shape == (2, 2)
+  assert sweep["triples"] == [6, 15] and sweep["trained_memory_size"] == 48
+  graph_eval.plot_sweep(sweep, tmp_path / "sweep.png")
+  assert (tmp_path / "sweep.png").stat().st_size > 1000
+  metrics = [{"kind": "eval", "step": i, "valid/accuracy": a,
+              "valid/lesson": l, "valid/examples_seen": 32 * i}
+             for i, (a, l) in enumerate([(0.1, 1), (0.95, 1), (0.2, 2)])]
+  metrics += [{"kind": "train", "step": i, "loss": 10.0 / i}
+              for i in range(1, 3)]
+  graph_eval.plot_curve(metrics, tmp_path / "curve.png")
+  with pytest.raises(ValueError, match="no evaluations"):
+    graph_eval.plot_curve([], tmp_path / "none.png")
+
+
+def test_lstm_baseline_and_closed_loop_shortest_path_train(tmp_path):
+  out = tmp_path / "lstm"
+  assert graph_cli.main(["--task", "inference", "--steps", "2", "--out",
+                         str(out)] + TINY + ["--preset", "cpu_lstm"]) == 0
+  run = graph_cli.load_run(out)
+  assert run.kind == "lstm" and run.model_record == {"hidden_size": 8,
+                                                     "num_layers": 1}
+  out = tmp_path / "sp"
+  assert graph_cli.main(["--task", "shortest_path", "--steps", "2", "--out",
+                         str(out)] + TINY) == 0
+  evals = _evals(out)
+  assert evals and 0 <= evals[-1]["valid/accuracy"] <= 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "maze"], "unknown graph task 'maze'"),
+    (["--task", "traversal", "--lesson", "99"], "lesson 99 out of range"),
+    (["--task", "traversal", "--preset", "huge"], "no preset 'huge'"),
+    (["--task", "traversal", "--beta", "0.5"], "--beta does not apply"),
+    (["--task", "traversal", "--preset", "cpu", "--kind", "lstm",
+      "--num-layers", "0"], "num_layers must be"),
+    ([], "--task is required"),
+])
+def test_bad_training_input_is_one_named_error(argv, message, tmp_path,
+                                               capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    graph_cli.main(argv + ["--out", str(tmp_path / "run")])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert message in err and len(err.strip().splitlines()) == 1
+  assert not (tmp_path / "run").exists()
+
+
+def test_bad_eval_input_is_one_named_error(tmp_path, capsys):
+  with pytest.raises(SystemExit):
+    graph_eval.eval_main(["--checkpoint", str(tmp_path), "--test",
+                          "underground"])
+  assert "is not a graph run folder" in capsys.readouterr().err
+  run = graph_eval.untrained_run("traversal")
+  with pytest.raises(ValueError, match="'family' needs a run of inference"):
+    graph_eval.evaluate(run, "family")
+  with pytest.raises(ValueError, match="unknown test 'maze'"):
+    graph_eval.evaluate(run, "maze")
+  with pytest.raises(ValueError, match="unknown graph task 'maze'"):
+    graph_eval.untrained_run("maze")

@@ -29,7 +29,11 @@ def test_parse_interface_every_field(squash, links):
   got = parse_interface(jnp.asarray(vectors), config)._asdict()
   for b in range(5):
     want = cref.parse_interface(vectors[b], 3, 2, 4, links, squash)
-    assert set(want) == set(got)
+    # The later variants' fields (tests/test_options.py) are absent when
+    # their options are off, as here.
+    options = {"read_masks", "write_masks", "link_sharpness"}
+    assert set(want) == set(got) - options
+    assert all(got[key] is None for key in options)
     for key, value in want.items():
       if value is None:
         assert got[key] is None, key

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dnc_jax import addressing
 from dnc_jax.addressing import content_weights
 from dnc_jax.controllers import FeedForwardController
 
@@ -322,16 +323,9 @@ def erase_and_add(memory: jax.Array, write_weights: jax.Array,
   return memory * retained + added
 
 
-def read_memory(read_weights: jax.Array, memory: jax.Array) -> jax.Array:
-  """``r^i = Σ_n w^i[n] M[n]``.
-
-  Args:
-    read_weights: ``[B, R, N]``.
-    memory: ``[B, N, W]``.
-  Returns:
-    ``[B, R, W]``.
-  """
-  return jnp.einsum("...rn,...nw->...rw", read_weights, memory)
+# ``r^i = Σ_n w^i[n] M[n]``: ``[B, R, N]`` weights, ``[B, N, W]`` memory ->
+# ``[B, R, W]``; reading is the same operation as the DNC's.
+read_memory = addressing.read_words
 
 
 def ntm_memory_step(interface: NTMInterface, state: NTMState) -> NTMState:

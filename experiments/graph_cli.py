@@ -28,21 +28,14 @@ import numpy as np
 
 from dnc_jax import DNCConfig
 from experiments import flags as flag_gen
+# The same flag help and --link-sparsity 0 reading as dnc-train's.
+from experiments.cli import _OPTIMIZER_HELP, _no_link
 from experiments.checkpoints import Checkpointer, CheckpointError
 from experiments.loop import (LoopConfig, OptimizerConfig, load_params,
                               make_run_folder, train)
 from experiments.tasks import graph
 
 SETTINGS_FILE = "settings.json"
-_OPTIMIZER_HELP = {
-    "name": "rmsprop or adam", "learning_rate": "learning rate",
-    "max_grad_norm": "global gradient-norm clip",
-    "decay": "RMSProp decay", "epsilon": "optimiser epsilon",
-    "momentum": "RMSProp momentum"}
-
-
-def _no_link(value):
-  return None if value == 0 else value
 
 
 def build_parser(prog: str = "dnc-graph-train"

@@ -22,8 +22,10 @@ import json
 import pathlib
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from dnc_jax import DNCConfig
@@ -78,6 +80,12 @@ def build_parser(prog: str = "dnc-graph-train"
                       help="continue the run in --out from its checkpoint")
   parser.add_argument("--no-progress", action="store_true",
                       help="no progress bar")
+  parser.add_argument("--init-from", default=None, metavar="RUN",
+                      help="start from the parameters of another graph run "
+                      "(a run folder or a params.npz copy such as "
+                      "checkpoints/graph-traversal) instead of a random "
+                      "initialisation; the model must have the same "
+                      "parameter shapes (transfer between tasks)")
   return parser, generated
 
 
@@ -130,20 +138,67 @@ def run(settings: Dict[str, Any], task_name: str, out_dir, *,
   task = graph.make_task(task_name, graph.GraphConfig(**settings["task"]))
   model_record = graph.model_config(kind, settings["model"])
   model = graph.make_model(kind, model_record)
+  init_fn = model.init
+  if settings.get("init_from"):
+    init_fn, source = warm_start(model.init, kind, settings["init_from"])
   loop_config = LoopConfig(**settings["loop"])
   optimizer_config = OptimizerConfig(**settings["optimizer"])
   record = {"graph_task": task_name, "kind": kind,
             "task": settings["task"], "model": model_record,
             "optimizer": dataclasses.asdict(optimizer_config),
             "loop": dataclasses.asdict(loop_config)}
+  if settings.get("init_from"):
+    record["init_from"] = source
   out = pathlib.Path(out_dir)
   make_run_folder(out)
   if save_settings is not None:
     (out / SETTINGS_FILE).write_text(json.dumps(save_settings, indent=2))
-  return train(init_fn=model.init, apply_fn=model.apply, task=task,
+  return train(init_fn=init_fn, apply_fn=model.apply, task=task,
                optimizer_config=optimizer_config, loop_config=loop_config,
                out_dir=out, run_record=record, resume=resume,
                progress=progress, stop_after=stop_after, model=model)
+
+
+def warm_start(init: Callable, kind: str, source
+               ) -> Tuple[Callable, Dict[str, Any]]:
+  """An ``init_fn`` that returns the parameters of graph run ``source``.
+
+  The parameters are checked against ``init``'s (same modules, names and
+  shapes) when the trainer first calls it; the memory size may differ, as
+  it has no parameters.
+
+  Returns:
+    ``(init_fn, record)``; ``record`` names the source run, its task and
+    step, for the new run's record.
+  Raises:
+    CheckpointError: ``source`` is not a graph run.
+    ValueError: the source is another kind of model.
+  """
+  loaded = load_run(source)
+  if loaded.kind != kind:
+    raise ValueError(f"--init-from {source}: a {loaded.kind!r} run cannot "
+                     f"start a {kind!r} model")
+
+  def init_fn(rng, inputs):
+    fresh = init(rng, inputs)
+    expected = {(m, n): np.shape(v) for m, leaves in fresh.items()
+                for n, v in leaves.items()}
+    found = {(m, n): np.shape(v) for m, leaves in loaded.params.items()
+             for n, v in leaves.items()}
+    if expected != found:
+      differ = sorted(k for k in set(expected) | set(found)
+                      if expected.get(k) != found.get(k))
+      module, name = differ[0]
+      raise ValueError(
+          f"--init-from {source}: parameter {module}/{name} has shape "
+          f"{found.get((module, name))} there but "
+          f"{expected.get((module, name))} here ({len(differ)} differ)")
+    return jax.tree_util.tree_map(
+        lambda new, old: jnp.asarray(old, new.dtype), fresh,
+        {m: dict(leaves) for m, leaves in loaded.params.items()})
+
+  return init_fn, {"path": str(source), "task": loaded.task_name,
+                   "step": loaded.step}
 
 
 # --- Loading a run (for dnc-graph-eval and the pictures). -----------------
@@ -299,6 +354,11 @@ def _settings(args, generated):
     preset_name = args.preset or graph.DEFAULT_PRESET[task_name]
     settings = apply_flags(preset(task_name, preset_name), task_name, args,
                            generated)
+    if args.init_from:
+      settings["init_from"] = args.init_from
+  if saved is not None and args.init_from:
+    raise ValueError("--init-from starts a new run; a resumed run continues "
+                     "from its own checkpoint")
   out = pathlib.Path(args.out or f"runs/{task_name}-{preset_name}")
   return task_name, preset_name, settings, out
 

@@ -240,3 +240,43 @@ def test_bad_eval_input_is_one_named_error(tmp_path, capsys):
     graph_eval.evaluate(run, "maze")
   with pytest.raises(ValueError, match="unknown graph task 'maze'"):
     graph_eval.untrained_run("maze")
+
+
+def test_init_from_another_task_starts_from_its_parameters(tmp_path, capsys):
+  source = tmp_path / "traversal"
+  assert graph_cli.main(["--task", "traversal", "--steps", "2", "--out",
+                         str(source)] + TINY) == 0
+  trained = graph_cli.load_run(source)
+  # The start is the source's parameters exactly, not a random draw.
+  model = graph.make_model("dnc", trained.model_record)
+  init_fn, record = graph_cli.warm_start(model.init, "dnc", source)
+  x = np.zeros((5, 1, 92), np.float32)
+  for seed in (0, 1):
+    for x_leaf, y_leaf in zip(jax.tree.leaves(trained.params),
+                              jax.tree.leaves(init_fn(
+                                  jax.random.PRNGKey(seed), x))):
+      np.testing.assert_array_equal(x_leaf, y_leaf)
+  assert record == {"path": str(source), "task": "traversal", "step": 2}
+  out = tmp_path / "inference"
+  assert graph_cli.main(["--task", "inference", "--steps", "1",
+                         "--checkpoint-every", "1", "--init-from",
+                         str(source), "--out", str(out)] + TINY) == 0
+  assert graph_cli.load_run(out).record["init_from"] == record
+  capsys.readouterr()
+  # Another controller size: one error naming a parameter and both shapes.
+  with pytest.raises(SystemExit):
+    graph_cli.main(["--task", "inference", "--steps", "1", "--init-from",
+                    str(source), "--out", str(tmp_path / "bad")]
+                   + TINY + ["--hidden-size", "6"])
+  err = capsys.readouterr().err
+  assert "--init-from" in err and "has shape" in err
+  assert len(err.strip().splitlines()) == 1
+  with pytest.raises(SystemExit):
+    graph_cli.main(["--task", "inference", "--kind", "lstm", "--steps", "1",
+                    "--init-from", str(source), "--out",
+                    str(tmp_path / "lstm")] + TINY)
+  assert "cannot start a 'lstm' model" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    graph_cli.main(["--out", str(out), "--resume", "--init-from",
+                    str(source)])
+  assert "--init-from starts a new run" in capsys.readouterr().err

@@ -119,8 +119,8 @@ def test_bad_sweeps_are_refused(items, message):
 @pytest.mark.parametrize("argv, message", [
     (["--task", "copy", "--sweep", "memory_size=8,16"],
      "memory_size: only learning_rate"),
-    (["--task", "babi", "--data-dir", ".", "--seeds", "2"],
-     "support the bit tasks"),
+    (["--task", "shrdlu", "--seeds", "2"],
+     "task 'shrdlu' is not supported"),
     (["--task", "copy", "--mesh-model", "2"], "applies to sweeps"),
 ])
 def test_cli_refuses_what_a_sweep_cannot_do(argv, message, tmp_path, capsys):

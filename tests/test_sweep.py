@@ -182,6 +182,23 @@ def test_interrupted_sweep_resumes_bitwise(tmp_path):
   assert "valid/bit_errors:" in out.stdout and "±" in out.stdout
 
 
+def test_plot_draws_a_sweep_member(tmp_path, capsys):
+  """dnc-plot --member M draws member M of a sweep's one checkpoint."""
+  from experiments import plot
+  _run(tmp_path / "run", 1, evaluate=False)
+  _, _, zero = plot.load_run(tmp_path / "run")
+  _, _, two = plot.load_run(tmp_path / "run", member=2)
+  assert not np.allclose(_flat(zero), _flat(two))
+  state, _ = _checkpoint(tmp_path / "run")
+  np.testing.assert_array_equal(
+      _flat(two), _flat(jax.tree.map(lambda x: x[2], state.params)))
+  assert plot.main(["--run", str(tmp_path / "run"), "--member", "2"]) == 0
+  assert (tmp_path / "run" / "memory-trained-0-member2.png").is_file()
+  with pytest.raises(SystemExit):
+    plot.main(["--run", str(tmp_path / "run"), "--member", "4"])
+  assert "the sweep in" in capsys.readouterr().err
+
+
 def _env(**extra):
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
              JAX_COMPILATION_CACHE_DIR=str(CACHE),

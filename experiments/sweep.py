@@ -273,15 +273,6 @@ def members_of_record(record: Dict[str, Any]) -> List[Member]:
                       spec["sweep"])
 
 
-def is_sweep_run(run_dir) -> bool:
-  """Whether ``run_dir`` holds a sweep (its ``settings.json`` says so)."""
-  try:
-    saved = json.loads((pathlib.Path(run_dir) / "settings.json").read_text())
-  except (OSError, ValueError):
-    return False
-  return bool(saved.get("sweep"))
-
-
 def load_members(run_dir, init_fn: Callable, record: Dict[str, Any], inputs,
                  step: Optional[int] = None):
   """``(params of each member, saved record)`` of a sweep's checkpoint
@@ -506,10 +497,12 @@ def run_babi_sweep(settings: Dict[str, Any], out_dir,
   are drawn with the loop's ``--seed`` and shared by every member (as the
   paper's runs share the data set). Member 0 draws each step's length
   bucket and stories as a lone run with its seed would; the other members
-  draw their own stories in that bucket (:class:`MemberSampler`). So the
-  member whose seed is ``--seed`` trains exactly as ``dnc-train --task
-  babi --seed SEED``. Each member is evaluated on the validation subset
-  (per-task question error, mean error, failed tasks), as a lone run is.
+  draw their own stories in that bucket (:class:`MemberSampler`). So when
+  member 0's seed is ``--seed`` (always with ``--seeds S``), the members
+  with that seed train exactly as ``dnc-train --task babi --seed SEED``
+  (with their swept settings). Each member is evaluated on the validation
+  subset (per-task question error, mean error, failed tasks), as a lone
+  run is.
   """
   from experiments import cli
   parts = cli.babi_parts(settings, preset, select=False)

@@ -2,6 +2,7 @@
 
     python -m benchmarks.sweep                          # S = 1, 4, 8, 20
     python -m benchmarks.sweep --members 1,4 --steps 5 --hidden-size 32
+    python -m benchmarks.sweep --task babi              # dnc1, S = 1, 4
 
 For each ``S``: *together* is the sweep step of :mod:`experiments.sweep`
 (``S`` members ``vmap``-ed in one jit-compiled step, one device); *one
@@ -11,7 +12,11 @@ member on batches drawn beforehand (the first, compiling, step is timed
 apart). Printed: member-steps per second, sequence-steps (batch x time)
 per second, the speed-up of *together*, and the compile times, as a
 Markdown table (``--json`` writes the rows). The model and task are a
-preset's (default: repeat copy ``default``), flags override them.
+preset's (default: repeat copy ``default``), flags override them. With
+``--task babi`` the model is a bAbI preset's (default ``dnc1``) on random
+word ids of one bAbI bucket length (``--length``, default 128; a
+``--vocab-size`` of 160 like en-10k's), with the bAbI loss, so no data
+need be read.
 Wall-clock on this machine: compare rows of one run.
 """
 
@@ -28,8 +33,43 @@ import numpy as np
 from dnc_jax import DNCConfig
 from experiments import distributed, sweep, tasks
 from experiments.loop import OptimizerConfig
-from experiments.models import unrolled_dnc
-from experiments.tasks import bit
+from experiments.cli import babi_model_config
+from experiments.models import Model, babi_model, unrolled_dnc
+from experiments.tasks import babi, bit
+
+
+class BabiLengths:
+  """bAbI-shaped batches without the data: random word ids ``[T, B]`` of
+  one bucket length, an answer every 8th word; bAbI's loss and metrics."""
+
+  name = "babi"
+  loss = babi.BabiTask.loss
+  metrics = babi.BabiTask.metrics
+
+  def __init__(self, length: int, vocab_size: int):
+    self.max_time, self.vocab_size = length, vocab_size
+    self.input_size = self.output_size = vocab_size
+
+  def sample(self, rng: np.random.Generator, batch_size: int):
+    shape = (self.max_time, batch_size)
+    mask = np.zeros(shape, np.float32)
+    mask[7::8] = 1.0
+    return babi.BabiBatch(
+        rng.integers(1, self.vocab_size, shape).astype(np.int32),
+        (rng.integers(1, self.vocab_size, shape) * mask).astype(np.int32),
+        mask)
+
+
+def babi_parts(preset: str, model_fields, length: int, vocab_size: int):
+  """``(task, model, optimiser config)`` of the bAbI benchmark."""
+  settings = tasks.preset("babi", preset)
+  settings["model"].update(model_fields)
+  task = BabiLengths(length, vocab_size)
+  config = babi_model_config(settings["kind"], settings["model"], vocab_size)
+  transformed = babi_model(settings["kind"], config)
+  model = Model(babi.one_hot_inputs(transformed.init, vocab_size),
+                babi.one_hot_inputs(transformed.apply, vocab_size))
+  return task, model, OptimizerConfig(**settings["optimizer"]), settings
 
 
 def _time(step, state, batches):
@@ -101,10 +141,17 @@ def table(rows: List[Dict]) -> str:
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--task", default="repeat_copy")
-  parser.add_argument("--preset", default="default")
-  parser.add_argument("--members", default="1,4,8,20",
-                      help="comma-separated member counts S")
+  parser.add_argument("--task", default="repeat_copy",
+                      help="a bit task or babi")
+  parser.add_argument("--preset", default=None,
+                      help="default: 'default', bAbI 'dnc1'")
+  parser.add_argument("--members", default=None,
+                      help="comma-separated member counts S (default "
+                      "1,4,8,20; bAbI 1,4)")
+  parser.add_argument("--length", type=int, default=128,
+                      help="bAbI: the bucket length T")
+  parser.add_argument("--vocab-size", type=int, default=160,
+                      help="bAbI: words (en-10k has about 160)")
   parser.add_argument("--steps", type=int, default=10,
                       help="timed steps per member")
   parser.add_argument("--batch-size", type=int, default=None)
@@ -113,16 +160,25 @@ def main(argv=None):
   parser.add_argument("--word-size", type=int, default=None)
   parser.add_argument("--json", default=None, help="write the rows here")
   args = parser.parse_args(argv)
-  settings = tasks.preset(args.task, args.preset)
-  for field in ("hidden_size", "memory_size", "word_size"):
-    if getattr(args, field) is not None:
-      settings["model"][field] = getattr(args, field)
+  fields = {f: getattr(args, f) for f in ("hidden_size", "memory_size",
+                                          "word_size")
+            if getattr(args, f) is not None}
+  if args.task == "babi":
+    args.preset = args.preset or "dnc1"
+    args.members = args.members or "1,4"
+    task, model, base, settings = babi_parts(args.preset, fields,
+                                             args.length, args.vocab_size)
+  else:
+    args.preset = args.preset or "default"
+    args.members = args.members or "1,4,8,20"
+    settings = tasks.preset(args.task, args.preset)
+    settings["model"].update(fields)
+    task = bit.TASKS[args.task](**settings["task"])
+    model = unrolled_dnc(DNCConfig(output_size=task.output_size,
+                                   input_size=task.input_size,
+                                   **settings["model"]))
+    base = OptimizerConfig(**settings["optimizer"])
   batch_size = args.batch_size or settings["loop"]["batch_size"]
-  task = bit.TASKS[args.task](**settings["task"])
-  model = unrolled_dnc(DNCConfig(output_size=task.output_size,
-                                 input_size=task.input_size,
-                                 **settings["model"]))
-  base = OptimizerConfig(**settings["optimizer"])
   print(f"{args.task}/{args.preset}: model {settings['model']}, batch "
         f"{batch_size}, T {task.max_time}, {args.steps} timed steps per "
         f"member, backend {jax.default_backend()}", flush=True)

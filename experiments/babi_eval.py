@@ -10,6 +10,11 @@ for an NTM run, the paper's NTM summary), and
 writes ``babi-<split>.json`` and ``babi-<split>.md`` into the run folder
 (or ``--out``). The best parameters (lowest validation error) are used when
 the run kept them, else its latest checkpoint.
+
+On a sweep (``dnc-train --task babi --seeds S``) every member is evaluated
+(the latest checkpoint: sweeps keep no best parameters) and the table gives
+each task's error as mean ± s.d. over the members, the best member's, and
+each member's failed tasks; ``--member M`` evaluates member ``M`` alone.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import pathlib
 import sys
 from typing import List, Optional
 
-from experiments import babi_data
+from experiments import babi_data, sweep
 from experiments.checkpoints import Checkpointer, CheckpointError
 from experiments.loop import OptimizerConfig, make_run_folder
 from experiments.loop import load_params as _load_params
@@ -51,6 +56,9 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument("--batch-size", type=int, default=32)
   parser.add_argument("--out", default=None,
                       help="folder for the JSON and Markdown tables")
+  parser.add_argument("--member", type=int, default=None,
+                      help="a sweep's member M alone (default: all members, "
+                      "mean ± s.d.)")
   args = parser.parse_args(argv)
   run = pathlib.Path(args.checkpoint)
   if not (run / "checkpoints").is_dir() or not (run / "vocab.json").is_file():
@@ -83,16 +91,40 @@ def main(argv: Optional[List[str]] = None) -> int:
     first = babi_task.encode(stories[0], vocab)
     sample = babi_task.pad_batch([first], babi_task.bucket_of(
         len(first.inputs)), 1)
-    params, which = load_params(run, init_fn,
-                                OptimizerConfig(**record["optimizer"]),
-                                sample.inputs, use_best=not args.latest)
+    if record.get("sweep"):
+      members, saved = sweep.load_members(run, init_fn, record,
+                                          sample.inputs)
+      which = f"latest (step {saved['step']})"
+      if args.member is not None:
+        if not 0 <= args.member < len(members):
+          raise ValueError(f"--member {args.member}: the sweep has "
+                           f"{len(members)} members (0 to "
+                           f"{len(members) - 1})")
+        which += f", member {args.member}"
+        members = [members[args.member]]
+    elif args.member is not None:
+      raise ValueError(f"--member applies to sweeps; {run} is one run")
+    else:
+      params, which = load_params(run, init_fn,
+                                  OptimizerConfig(**record["optimizer"]),
+                                  sample.inputs, use_best=not args.latest)
+      members = None
   except (CheckpointError, FileNotFoundError, KeyError, ValueError,
           babi_data.BabiFormatError) as error:
     parser.exit(2, f"dnc-babi-eval: error: {error}\n")
   predict = make_predict(apply_fn)
-  counts = babi_task.evaluate(lambda ids: predict(params, ids), stories,
-                              vocab, batch_size=args.batch_size)
-  table = babi_task.error_table(counts, partial)
+
+  def table_of(params):
+    counts = babi_task.evaluate(lambda ids: predict(params, ids), stories,
+                                vocab, batch_size=args.batch_size)
+    return babi_task.error_table(counts, partial)
+
+  if members is None:
+    table = table_of(params)
+  else:
+    tables = [table_of(p) for p in members]
+    table = (tables[0] if len(tables) == 1
+             else babi_task.members_table(tables))
   markdown = babi_task.markdown_table(table, args.split, record["kind"])
   header = (f"{run} ({record['preset']}, {which} parameters), "
             f"{args.split} split, {sum(table['questions'].values())} "

@@ -25,7 +25,7 @@ import pathlib
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import jax
 import numpy as np
@@ -388,12 +388,22 @@ def babi_model_config(kind: str, model: Dict[str, Any], vocab_size: int):
   return model_config(kind, model, vocab_size, vocab_size)
 
 
-def run_babi(settings: Dict[str, Any], out_dir, *, resume: bool = False,
-             progress: bool = True, stop_after: Optional[int] = None,
-             preset: Optional[str] = None,
-             save_settings: Optional[Dict[str, Any]] = None
-             ) -> Dict[str, Any]:
-  """Trains on bAbI jointly; ``settings`` as a bAbI preset holds them."""
+class BabiParts(NamedTuple):
+  """What a bAbI run is built from (:func:`babi_parts`)."""
+
+  task: babi.BabiTask
+  model: Model
+  loop: LoopConfig
+  optimizer: OptimizerConfig
+  record: Dict[str, Any]
+  vocab: babi_data.Vocabulary
+
+
+def babi_parts(settings: Dict[str, Any], preset: Optional[str] = None,
+               select: bool = True) -> BabiParts:
+  """The task (splits, vocabulary and validation subset drawn with the
+  loop's seed), model, loop and optimiser configs and the run record of a
+  bAbI run; ``select=False``: no best parameters or early stopping."""
   config = babi.BabiConfig(**settings["task"])
   if config.data_dir is None:
     raise ValueError("--data-dir is required for bAbI")
@@ -414,7 +424,7 @@ def run_babi(settings: Dict[str, Any], out_dir, *, resume: bool = False,
   transformed = babi_model(kind, model_config, config.remat_chunk)
   model = Model(babi.one_hot_inputs(transformed.init, len(vocab)),
                 babi.one_hot_inputs(transformed.apply, len(vocab)))
-  if config.validation:
+  if config.validation and select:
     loop = _loop_config(settings, select_metric="valid/mean_error")
   else:
     loop = _loop_config(settings, select_metric=None, patience=None)
@@ -430,13 +440,24 @@ def run_babi(settings: Dict[str, Any], out_dir, *, resume: bool = False,
             "optimizer": dataclasses.asdict(optimizer),
             "loop": dataclasses.asdict(loop),
             "remat_chunk": config.remat_chunk, "data": data}
+  return BabiParts(task, model, loop, optimizer, record, vocab)
+
+
+def run_babi(settings: Dict[str, Any], out_dir, *, resume: bool = False,
+             progress: bool = True, stop_after: Optional[int] = None,
+             preset: Optional[str] = None,
+             save_settings: Optional[Dict[str, Any]] = None
+             ) -> Dict[str, Any]:
+  """Trains on bAbI jointly; ``settings`` as a bAbI preset holds them."""
+  parts = babi_parts(settings, preset)
   out = pathlib.Path(out_dir)
   _write_settings(out, save_settings)
-  vocab.save(out / "vocab.json")
-  return train(init_fn=model.init, apply_fn=model.apply, task=task,
-               optimizer_config=optimizer, loop_config=loop, out_dir=out,
-               run_record=record, resume=resume, progress=progress,
-               stop_after=stop_after, model=model)
+  parts.vocab.save(out / "vocab.json")
+  return train(init_fn=parts.model.init, apply_fn=parts.model.apply,
+               task=parts.task, optimizer_config=parts.optimizer,
+               loop_config=parts.loop, out_dir=out, run_record=parts.record,
+               resume=resume, progress=progress, stop_after=stop_after,
+               model=parts.model)
 
 
 def _write_settings(out_dir, saved: Optional[Dict[str, Any]]):
@@ -506,9 +527,11 @@ def main(argv: Optional[List[str]] = None, prog: str = "dnc-train",
       saved["sweep"] = sweep.sweep_spec_from_args(args, settings, previous)
       if jax.process_index() == 0:
         _write_settings(out, saved)
-      summary = sweep.run_bit_sweep(
+      extra = {"preset": preset_name} if task_name == "babi" else {}
+      summary = sweep.run_sweep(
           settings, task_name, out, saved["sweep"], resume=args.resume,
-          progress=not args.no_progress, model_devices=args.mesh_model)
+          progress=not args.no_progress, model_devices=args.mesh_model,
+          **extra)
       summary = {k: summary[k] for k in ("step", "stopped", "train", "eval",
                                          "mesh", "processes")}
     elif args.mesh_model is not None:

@@ -2,11 +2,16 @@
 
     dnc-curve --run runs/babi-dnc1                         # bAbI defaults
     dnc-curve --run RUN --metrics valid/accuracy --out curve.png
+    dnc-curve --run runs/babi-seeds                       # a sweep: S members
+    dnc-curve --run runs/babi-seeds --member 2            # one member
 
 Plots each evaluation metric against the examples seen (training steps x
 batch size, or the examples a curriculum counted), one panel per metric.
 For a bAbI run the defaults are the mean validation error and the number
-of failed tasks, as issue reports and the paper tabulate them.
+of failed tasks, as issue reports and the paper tabulate them. For a
+sweep (``dnc-train --seeds S``) each member's curve is drawn thin, with the
+mean over members and a ± 1 s.d. band (at the steps every member was
+evaluated); ``--member M`` draws member ``M`` alone.
 """
 
 from __future__ import annotations
@@ -76,6 +81,37 @@ def curve(records: Sequence[Dict], metric: str, batch_size: Optional[int]
   return xs, ys
 
 
+def members_of(records: Sequence[Dict]) -> List[int]:
+  """The sweep members the records name (``[]``: not a sweep)."""
+  return sorted({int(r["member"]) for r in records if "member" in r})
+
+
+def member_band(records: Sequence[Dict], metric: str,
+                batch_size: Optional[int]
+                ) -> Tuple[List[float], List[float], List[float]]:
+  """``(examples seen, mean, s.d.)`` of ``metric`` over a sweep's members,
+  at the evaluations every member has (s.d. with ``n - 1``)."""
+  members = members_of(records)
+  by_x: Dict[float, Dict[int, float]] = {}
+  for member in members:
+    xs, ys = curve([r for r in records if r.get("member") == member],
+                   metric, batch_size)
+    for x, y in zip(xs, ys):
+      by_x.setdefault(x, {})[member] = y
+  xs, means, sds = [], [], []
+  for x in sorted(by_x):
+    values = list(by_x[x].values())
+    if len(values) != len(members):
+      continue
+    mean = sum(values) / len(values)
+    var = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+           if len(values) > 1 else 0.0)
+    xs.append(x)
+    means.append(mean)
+    sds.append(var ** 0.5)
+  return xs, means, sds
+
+
 def main(argv: Optional[List[str]] = None) -> int:
   parser = argparse.ArgumentParser(
       prog="dnc-curve", description=__doc__.split("\n\n")[0])
@@ -89,12 +125,23 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument("--batch-size", type=int, default=None,
                       help="examples per step, for runs whose settings do "
                       "not record it (runs older than settings.json)")
+  parser.add_argument("--member", type=int, default=None,
+                      help="a sweep's member M alone (default: every "
+                      "member, their mean and ± 1 s.d.)")
   args = parser.parse_args(argv)
   run = pathlib.Path(args.run)
   try:
     records = read_evaluations(run)
   except (FileNotFoundError, ValueError) as error:
     parser.exit(2, f"dnc-curve: error: {error}\n")
+  members = members_of(records)
+  if args.member is not None:
+    if args.member not in members:
+      parser.exit(2, f"dnc-curve: error: --member {args.member}: "
+                  + (f"{run} logs members {members}\n" if members else
+                     f"{run} is not a sweep\n"))
+    records = [r for r in records if r.get("member") == args.member]
+    members = []
   if not records:
     parser.exit(2, f"dnc-curve: error: {run}/metrics.jsonl holds no "
                 "evaluation yet\n")
@@ -122,13 +169,30 @@ def main(argv: Optional[List[str]] = None) -> int:
   figure, axes = plt.subplots(len(metrics), 1, figsize=(6, 2.6 * len(metrics)),
                               squeeze=False)
   for axis, metric in zip(axes[:, 0], metrics):
-    xs, ys = curve(records, metric, batch)
-    axis.plot(xs, ys, marker="o")
+    if members:
+      for member in members:
+        xs, ys = curve([r for r in records if r.get("member") == member],
+                       metric, batch)
+        axis.plot(xs, ys, color="grey", alpha=0.4, linewidth=0.8)
+      xs, mean, sd = member_band(records, metric, batch)
+      axis.plot(xs, mean, marker="o", label="mean")
+      axis.fill_between(xs, [m - d for m, d in zip(mean, sd)],
+                        [m + d for m, d in zip(mean, sd)], alpha=0.25,
+                        label="± 1 s.d.")
+      axis.legend(loc="best", fontsize="small")
+    else:
+      xs, ys = curve(records, metric, batch)
+      axis.plot(xs, ys, marker="o")
     axis.set_ylabel(metric)
     axis.grid(alpha=0.3)
   axes[-1, 0].set_xlabel("examples seen" if batch or any(
       "valid/examples_seen" in r for r in records) else "steps")
-  axes[0, 0].set_title(run.name)
+  title = run.name
+  if members:
+    title += f" ({len(members)} members, mean ± s.d.)"
+  elif args.member is not None:
+    title += f" (member {args.member})"
+  axes[0, 0].set_title(title)
   figure.tight_layout()
   figure.savefig(out, dpi=100)
   print(f"wrote {out}")

@@ -86,6 +86,12 @@ def build_parser(prog: str = "dnc-graph-train"
                       "checkpoints/graph-traversal) instead of a random "
                       "initialisation; the model must have the same "
                       "parameter shapes (transfer between tasks)")
+  # Taken only to refuse them with the reason (experiments.sweep.check_task).
+  parser.add_argument("--seeds", default=None,
+                      help="not for graph tasks: their curricula diverge "
+                      "between members (see docs/scaling.md)")
+  parser.add_argument("--sweep", action="append", default=[],
+                      help=argparse.SUPPRESS)
   return parser, generated
 
 
@@ -369,6 +375,9 @@ def main(argv: Optional[List[str]] = None,
   args = parser.parse_args(argv)
   try:
     task_name, preset_name, settings, out = _settings(args, generated)
+    if args.seeds or args.sweep:
+      from experiments import sweep  # pylint: disable=g-import-not-at-top
+      sweep.check_task(task_name)  # Raises: graph tasks do not sweep.
     validate_settings(task_name, settings)
     if args.resume and not out.is_dir():
       print(f"no run folder {out}: starting afresh")

@@ -200,7 +200,11 @@ class MemberSampler:
   """``sample(step)``: the ``[M, T, B, ...]`` batch as a global array.
 
   Member ``m``'s batch is drawn from ``default_rng([seed_m, step])``; each
-  process draws only the members it holds and places only its shards.
+  process draws only the members it holds and places only its shards. A
+  task whose batch shapes vary from step to step (bAbI's length buckets)
+  has ``sample_like(rng, batch_size, like)``: member 0 draws its batch as a
+  lone run would, and every other member draws its own batch in the shape
+  of member 0's (see :meth:`experiments.tasks.babi.BabiTask.sample_like`).
   """
 
   def __init__(self, task, members: Sequence[Member], batch_size: int,
@@ -209,21 +213,33 @@ class MemberSampler:
     self.seeds = [m.seed for m in members]
     self.sharding = NamedSharding(mesh, P("model", None, "data"))
 
-  def one(self, seed: int, step: int):
-    return self.task.sample(np.random.default_rng([seed, step]),
-                            self.batch_size)
+  def one(self, seed: int, step: int, like=None):
+    """Member ``seed``'s batch of ``step`` (shaped as ``like`` if given
+    and the task has ``sample_like``)."""
+    rng = np.random.default_rng([seed, step])
+    same_shape = getattr(self.task, "sample_like", None)
+    if like is not None and same_shape is not None:
+      return same_shape(rng, self.batch_size, like)
+    return self.task.sample(rng, self.batch_size)
 
   def __call__(self, step: int):
-    cache = {}
+    example = self.one(self.seeds[0], step)
+    cache = {self.seeds[0]: example}
 
     def member(m):
       seed = self.seeds[m]
       if seed not in cache:
-        cache[seed] = self.one(seed, step)
+        batch = self.one(seed, step, like=example)
+        for name, a, b in zip(example._fields, example, batch):
+          if np.shape(a) != np.shape(b):
+            raise ValueError(
+                f"sweep members' batches differ in shape at step {step} "
+                f"({name}: seed {self.seeds[0]} {np.shape(a)}, seed {seed} "
+                f"{np.shape(b)}); task {getattr(self.task, 'name', '?')!r} "
+                "needs sample_like to sweep")
+        cache[seed] = batch
       return cache[seed]
 
-    example = self.one(self.seeds[0], step)
-    cache[self.seeds[0]] = example
     fields = []
     for i, leaf in enumerate(example):
       shape = (len(self.seeds),) + np.shape(leaf)
@@ -248,6 +264,29 @@ def host(tree):
 
 def member_params(state_host: TrainState, m: int):
   return jax.tree.map(lambda x: x[m], state_host.params)
+
+
+def members_of_record(record: Dict[str, Any]) -> List[Member]:
+  """A sweep run record's members (``record["sweep"]`` and its optimiser)."""
+  spec = record["sweep"]
+  return make_members(OptimizerConfig(**record["optimizer"]), spec["seeds"],
+                      spec["sweep"])
+
+
+def load_members(run_dir, init_fn: Callable, record: Dict[str, Any], inputs,
+                 step: Optional[int] = None):
+  """``(params of each member, saved record)`` of a sweep's checkpoint
+  (the latest, or ``step``); ``record`` is its run record."""
+  members = members_of_record(record)
+  template = jax.device_put(initial_members(init_fn, members, inputs))
+  checkpointer = Checkpointer(pathlib.Path(run_dir) / "checkpoints",
+                              create=False)
+  try:
+    state, saved = checkpointer.restore(template, step)
+  finally:
+    checkpointer.close()
+  state = jax.device_get(state)
+  return [member_params(state, m) for m in range(len(members))], saved
 
 
 def mean_sd(values: Sequence[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
@@ -285,8 +324,9 @@ def train_sweep(*, init_fn: Callable, apply_fn: Callable, task,
   """
   own = getattr(task, "make_train_step", None)
   if own is not None and own(None, None) is not None:
+    check_task(getattr(task, "name", str(task)))  # Names why, if it knows.
     raise ValueError(f"task {getattr(task, 'name', task)!r} brings its own "
-                     "(closed-loop) step, which sweeps do not support yet")
+                     "(closed-loop) step, which sweeps do not support")
   members = list(members)
   primary = jax.process_index() == 0
   out = pathlib.Path(out_dir)
@@ -444,12 +484,86 @@ def run_bit_sweep(settings: Dict[str, Any], task_name: str, out_dir,
                      model_devices=model_devices, progress=progress)
 
 
+def run_babi_sweep(settings: Dict[str, Any], out_dir,
+                   sweep_spec: Dict[str, Any], *, resume: bool = False,
+                   progress: bool = True, stop_after: Optional[int] = None,
+                   model_devices: Optional[int] = None,
+                   evaluate: bool = True,
+                   preset: Optional[str] = None) -> Dict[str, Any]:
+  """A bAbI sweep from ``settings`` (as ``dnc-train --task babi`` builds
+  them): see :func:`run_bit_sweep`.
+
+  The training/validation split, the vocabulary and the validation subset
+  are drawn with the loop's ``--seed`` and shared by every member (as the
+  paper's runs share the data set). Member 0 draws each step's length
+  bucket and stories as a lone run with its seed would; the other members
+  draw their own stories in that bucket (:class:`MemberSampler`). So when
+  member 0's seed is ``--seed`` (always with ``--seeds S``), the members
+  with that seed train exactly as ``dnc-train --task babi --seed SEED``
+  (with their swept settings). Each member is evaluated on the validation
+  subset (per-task question error, mean error, failed tasks), as a lone
+  run is.
+  """
+  from experiments import cli
+  parts = cli.babi_parts(settings, preset, select=False)
+  loop_config = dataclasses.replace(parts.loop, stop_below=None)
+  members = make_members(parts.optimizer, sweep_spec["seeds"],
+                         sweep_spec["sweep"])
+  for member in members:
+    OptimizerConfig(**dataclasses.asdict(member.optimizer))  # Validates.
+  record = dict(parts.record, loop=dataclasses.asdict(loop_config),
+                sweep=sweep_spec)
+  out = pathlib.Path(out_dir)
+  if jax.process_index() == 0:
+    make_run_folder(out)
+    parts.vocab.save(out / "vocab.json")
+  make_evaluate = None
+  if evaluate and parts.task.valid:
+    predict = parts.model.apply  # One object: the task compiles it once.
+
+    def make_evaluate(seed):
+      del seed  # The validation subset is the run's, not the member's.
+      return lambda params: parts.task.evaluate(predict, params, 0)
+
+  return train_sweep(init_fn=parts.model.init, apply_fn=parts.model.apply,
+                     task=parts.task, members=members,
+                     loop_config=loop_config, out_dir=out,
+                     run_record=record, make_evaluate=make_evaluate,
+                     resume=resume, stop_after=stop_after,
+                     model_devices=model_devices, progress=progress)
+
+
+def run_sweep(settings: Dict[str, Any], task_name: str, out_dir,
+              sweep_spec: Dict[str, Any], **kwargs) -> Dict[str, Any]:
+  """:func:`run_babi_sweep` or :func:`run_bit_sweep` for ``task_name``."""
+  check_task(task_name)
+  if task_name == "babi":
+    return run_babi_sweep(settings, out_dir, sweep_spec, **kwargs)
+  kwargs.pop("preset", None)
+  return run_bit_sweep(settings, task_name, out_dir, sweep_spec, **kwargs)
+
+
 def check_task(task_name: str):
-  """One-line ``ValueError`` unless sweeps support ``task_name``."""
-  from experiments.tasks import bit
-  if task_name not in bit.TASKS:
-    raise ValueError(f"--seeds/--sweep support the bit tasks "
-                     f"{sorted(bit.TASKS)}, not {task_name!r} yet")
+  """One-line ``ValueError`` unless sweeps support ``task_name``.
+
+  The bit tasks and bAbI are supported. The graph tasks and Mini-SHRDLU
+  are refused: they train under a curriculum, which each member would
+  pass at its own time, moving on to lessons of other sizes (graphs,
+  episodes, so array shapes) than the other members' while one vmapped
+  step needs one shape for all of them.
+  """
+  from experiments.tasks import bit, graph
+  if task_name in bit.TASKS or task_name == "babi":
+    return
+  if task_name == "shrdlu" or task_name in graph.TASKS:
+    raise ValueError(
+        f"--seeds/--sweep: task {task_name!r} is not supported: it trains "
+        "closed-loop under a curriculum, and members' curricula diverge "
+        "(each passes its lessons at its own step, and lessons differ in "
+        "array shapes) while a sweep runs every member in one step of one "
+        "shape; train each seed as its own run (--seed)")
+  raise ValueError(f"--seeds/--sweep support the bit tasks "
+                   f"{sorted(bit.TASKS)} and babi, not {task_name!r}")
 
 
 def sweep_spec_from_args(args, settings, saved=None) -> Dict[str, Any]:
@@ -462,9 +576,14 @@ def sweep_spec_from_args(args, settings, saved=None) -> Dict[str, Any]:
 
 
 def eval_main(argv: Optional[List[str]] = None) -> int:
-  """``dnc-sweep-eval --run RUN``: a sweep's final metrics, mean ± s.d."""
-  parser = argparse.ArgumentParser(prog="dnc-sweep-eval",
-                                   description=eval_main.__doc__)
+  """``dnc-sweep-eval --run RUN``: a sweep's final metrics, mean ± s.d.
+
+  For a bAbI sweep, Extended Data Table 1's layout: each task's error on
+  the loop's validation subset as mean ± s.d. over the members (of each
+  swept setting), the best member's and each member's failed tasks.
+  """
+  parser = argparse.ArgumentParser(
+      prog="dnc-sweep-eval", description=eval_main.__doc__.split("\n\n")[0])
   parser.add_argument("--run", required=True, help="the sweep's run folder")
   parser.add_argument("--json", action="store_true", help="print JSON")
   args = parser.parse_args(argv)
@@ -489,10 +608,36 @@ def eval_main(argv: Optional[List[str]] = None) -> int:
     return 0
   print(f"{args.run}: step {summary['step']}, {len(summary['members'])} "
         "members")
-  for key, entry in report.items():
+  for key, group in groups.items():
+    entry = report[key]
     print(f"\n[{key}] seeds {entry['seeds']}")
-    print(format_mean_sd(entry["eval"] or entry["train"]))
+    table = babi_members_table([m["eval"] for m in group])
+    if table is None:
+      print(format_mean_sd(entry["eval"] or entry["train"]))
+    else:
+      from experiments.tasks import babi
+      print(babi.markdown_table(table, "valid (the loop's subset)",
+                                _kind(args.run)))
   return 0
+
+
+def babi_members_table(evals: Sequence[Dict[str, float]]
+                       ) -> Optional[Dict[str, Any]]:
+  """A bAbI sweep's members' evaluations as one mean ± s.d. table
+  (:func:`experiments.tasks.babi.members_table`); ``None`` if they are
+  not bAbI evaluations."""
+  from experiments.tasks import babi
+  if not evals or not all("valid/mean_error" in e for e in evals):
+    return None
+  return babi.members_table([babi.table_from_metrics(e) for e in evals])
+
+
+def _kind(run) -> str:
+  try:
+    saved = json.loads((pathlib.Path(run) / "settings.json").read_text())
+    return saved["settings"].get("kind", "dnc")
+  except (OSError, ValueError, KeyError):
+    return "dnc"
 
 
 if __name__ == "__main__":

@@ -48,3 +48,28 @@ def test_command_writes_a_png_and_names_bad_input(tmp_path, capsys):
   with pytest.raises(SystemExit):
     curves.main(["--run", str(tmp_path / "missing")])
   assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_a_sweep_draws_each_member_with_the_mean_and_sd(tmp_path, capsys):
+  run = _run(tmp_path, [
+      {"kind": "eval", "step": 10, "member": 0, "valid/mean_error": 40.0},
+      {"kind": "eval", "step": 10, "member": 1, "valid/mean_error": 60.0},
+      {"kind": "eval", "step": 20, "member": 0, "valid/mean_error": 30.0},
+      {"kind": "eval", "step": 20, "member": 1, "valid/mean_error": 34.0},
+      {"kind": "eval", "step": 30, "member": 0, "valid/mean_error": 9.0}],
+      settings={"settings": {"loop": {"batch_size": 2}}})
+  records = curves.read_evaluations(run)
+  assert curves.members_of(records) == [0, 1]
+  xs, mean, sd = curves.member_band(records, "valid/mean_error", 2)
+  assert xs == [20.0, 40.0] and mean == [50.0, 32.0]  # Step 30: one only.
+  assert sd == pytest.approx([200 ** 0.5, 8 ** 0.5])
+  assert curves.main(["--run", str(run), "--metrics",
+                      "valid/mean_error"]) == 0
+  assert (run / "learning-curve.png").read_bytes()[:4] == b"\x89PNG"
+  out = tmp_path / "m1.png"
+  assert curves.main(["--run", str(run), "--metrics", "valid/mean_error",
+                      "--member", "1", "--out", str(out)]) == 0
+  assert out.is_file()
+  with pytest.raises(SystemExit):
+    curves.main(["--run", str(run), "--member", "5"])
+  assert "logs members [0, 1]" in capsys.readouterr().err

@@ -119,8 +119,8 @@ def test_bad_sweeps_are_refused(items, message):
 @pytest.mark.parametrize("argv, message", [
     (["--task", "copy", "--sweep", "memory_size=8,16"],
      "memory_size: only learning_rate"),
-    (["--task", "babi", "--data-dir", ".", "--seeds", "2"],
-     "support the bit tasks"),
+    (["--task", "shrdlu", "--seeds", "2"],
+     "task 'shrdlu' is not supported"),
     (["--task", "copy", "--mesh-model", "2"], "applies to sweeps"),
 ])
 def test_cli_refuses_what_a_sweep_cannot_do(argv, message, tmp_path, capsys):
@@ -180,6 +180,23 @@ def test_interrupted_sweep_resumes_bitwise(tmp_path):
       env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120, check=True)
   assert "[learning_rate=0.01] seeds [0, 1]" in out.stdout
   assert "valid/bit_errors:" in out.stdout and "±" in out.stdout
+
+
+def test_plot_draws_a_sweep_member(tmp_path, capsys):
+  """dnc-plot --member M draws member M of a sweep's one checkpoint."""
+  from experiments import plot
+  _run(tmp_path / "run", 1, evaluate=False)
+  _, _, zero = plot.load_run(tmp_path / "run")
+  _, _, two = plot.load_run(tmp_path / "run", member=2)
+  assert not np.allclose(_flat(zero), _flat(two))
+  state, _ = _checkpoint(tmp_path / "run")
+  np.testing.assert_array_equal(
+      _flat(two), _flat(jax.tree.map(lambda x: x[2], state.params)))
+  assert plot.main(["--run", str(tmp_path / "run"), "--member", "2"]) == 0
+  assert (tmp_path / "run" / "memory-trained-0-member2.png").is_file()
+  with pytest.raises(SystemExit):
+    plot.main(["--run", str(tmp_path / "run"), "--member", "4"])
+  assert "the sweep in" in capsys.readouterr().err
 
 
 def _env(**extra):

@@ -131,12 +131,29 @@ class BabiTask(TaskBase):
     # within it: every story is as likely as with uniform sampling.
     self._bucket_probabilities = counts / counts.sum()
 
-  def sample(self, rng: np.random.Generator, batch_size: int) -> BabiBatch:
+  def sample(self, rng: np.random.Generator, batch_size: int,
+             bucket: Optional[int] = None) -> BabiBatch:
+    """A batch of one bucket; ``bucket`` given: that bucket instead of the
+    one ``rng`` draws (``rng`` is used as without it, so the stories are
+    those ``rng`` would pick in that bucket)."""
     keys = list(self._by_bucket)
-    bucket = keys[rng.choice(len(keys), p=self._bucket_probabilities)]
+    drawn = keys[rng.choice(len(keys), p=self._bucket_probabilities)]
+    bucket = drawn if bucket is None else bucket
+    if bucket not in self._by_bucket:
+      raise ValueError(f"no training story falls in bucket {bucket}")
     pool = self._by_bucket[bucket]
     chosen = rng.integers(0, len(pool), batch_size)
     return pad_batch([pool[i] for i in chosen], bucket, batch_size)
+
+  def sample_like(self, rng: np.random.Generator, batch_size: int,
+                  like: BabiBatch) -> BabiBatch:
+    """A batch of ``like``'s shape (its bucket), stories drawn from ``rng``.
+
+    Sweeps (:mod:`experiments.sweep`): member 0 draws its bucket and
+    stories; every other member draws its own stories in that bucket, so
+    all members' batches of a step have one shape.
+    """
+    return self.sample(rng, batch_size, bucket=int(np.shape(like.inputs)[0]))
 
   def loss(self, logits: jax.Array, batch: BabiBatch) -> jax.Array:
     """Softmax cross-entropy at the '-' steps, summed, mean over the batch."""
@@ -180,7 +197,9 @@ def one_hot_inputs(apply_fn: Callable, vocab_size: int) -> Callable:
   """``apply(params, ids [T, B])`` for a model that takes one-hot inputs."""
 
   def apply(params, ids):
-    return apply_fn(params, jax.nn.one_hot(ids, vocab_size))
+    # float32 also when x64 is on (the tests): the model's state is.
+    return apply_fn(params, jax.nn.one_hot(ids, vocab_size,
+                                           dtype=jnp.float32))
 
   return apply
 
@@ -252,34 +271,112 @@ def error_table(counts: Dict[int, Tuple[int, int]],
   }
 
 
+def members_table(tables: Sequence[Dict]) -> Dict:
+  """Several runs' :func:`error_table` results (a sweep's members) as one:
+  per task and for the mean error and failed tasks the mean and s.d.
+  (``n - 1``) over members, each member's failed tasks and the best member
+  (lowest mean error), as Extended Data Table 1 reports 20 runs."""
+  if not tables:
+    raise ValueError("no member tables")
+  tasks = sorted({t for table in tables for t in table["per_task"]})
+
+  def stats(values):
+    xs = np.asarray(values, np.float64)
+    return float(xs.mean()), float(xs.std(ddof=1)) if len(xs) > 1 else 0.0
+
+  per_task, per_task_sd = {}, {}
+  for task in tasks:
+    per_task[task], per_task_sd[task] = stats(
+        [table["per_task"][task] for table in tables
+         if task in table["per_task"]])
+  mean_error, mean_error_sd = stats([t["mean_error"] for t in tables])
+  failed, failed_sd = stats([t["failed_tasks"] for t in tables])
+  best = int(np.argmin([t["mean_error"] for t in tables]))
+  return {
+      "per_task": per_task, "per_task_sd": per_task_sd,
+      "questions": dict(tables[0].get("questions", {})),
+      "mean_error": mean_error, "mean_error_sd": mean_error_sd,
+      "failed_tasks": failed, "failed_tasks_sd": failed_sd,
+      "partial": list(tables[0].get("partial", [])),
+      "members": [{"mean_error": t["mean_error"],
+                   "failed_tasks": t["failed_tasks"]} for t in tables],
+      "best_member": best, "best_per_task": dict(tables[best]["per_task"]),
+  }
+
+
+def table_from_metrics(results: Dict[str, float],
+                       prefix: str = "valid/") -> Dict:
+  """An :func:`error_table` back from a run's logged evaluation metrics
+  (``valid/task1``, ..., ``valid/mean_error``, ``valid/failed_tasks``);
+  the question counts are not logged, so none."""
+  per_task = {int(k[len(prefix) + 4:]): float(v) for k, v in results.items()
+              if k.startswith(prefix + "task")}
+  if not per_task:
+    raise ValueError("no per-task bAbI errors among the metrics")
+  errors = list(per_task.values())
+  return {"per_task": dict(sorted(per_task.items())), "questions": {},
+          "mean_error": float(results.get(prefix + "mean_error",
+                                          np.mean(errors))),
+          "failed_tasks": int(results.get(
+              prefix + "failed_tasks", sum(e > FAILED_ABOVE for e in errors))),
+          "partial": []}
+
+
 def markdown_table(table: Dict, split: str, kind: str = "dnc") -> str:
   """Extended Data Table 1's layout: task, error, the paper's DNC1 mean.
 
   For an NTM run (``kind="ntm"``) a column of the paper's NTM beside it:
   its per-task means where known (else "-"), its mean error and failed
-  tasks (mean +- s.d. of 20 runs) and its best run.
+  tasks (mean +- s.d. of 20 runs) and its best run. For a sweep's
+  :func:`members_table` the errors are mean ± s.d. over the members,
+  beside the best member's, and each member's failed tasks follow.
   """
   ntm = kind == "ntm"
-  lines = [f"| task | {split} error % | questions | paper DNC1 mean % |"
+  members = table.get("members")
+  n = len(members) if members else 0
+  sd = table.get("per_task_sd", {})
+
+  def cell(value, spread):
+    return f"{value:.1f}" if not members else f"{value:.1f} ± {spread:.1f}"
+
+  title = (f"{split} error % (mean ± s.d., {n} members) | best member %"
+           if members else f"{split} error %")
+  lines = [f"| task | {title} | questions | paper DNC1 mean % |"
            + (" paper NTM mean % |" if ntm else ""),
-           "|---|---|---|---|" + ("---|" if ntm else "")]
+           "|---|---|---|---|" + ("---|" if members else "")
+           + ("---|" if ntm else "")]
   for task, error in table["per_task"].items():
     note = " (partial data)" if task in table.get("partial", ()) else ""
-    row = (f"| {task}{note} | {error:.1f} | {table['questions'][task]} "
+    best = (f" {table['best_per_task'].get(task, float('nan')):.1f} |"
+            if members else "")
+    row = (f"| {task}{note} | {cell(error, sd.get(task, 0.0))} |{best} "
+           f"{table['questions'].get(task, '-')} "
            f"| {PAPER_DNC1_MEAN.get(task, float('nan')):.1f} |")
     if ntm:
       paper = PAPER_NTM_MEAN.get(task)
       row += f" {'-' if paper is None else f'{paper:.1f}'} |"
     lines.append(row)
   mean, spread = PAPER_NTM_MEAN_ERROR
-  lines.append(f"| **mean** | **{table['mean_error']:.1f}** | | "
+  best = (f" {members[table['best_member']]['mean_error']:.1f} (member "
+          f"{table['best_member']}) |" if members else "")
+  lines.append(f"| **mean** | **"
+               f"{cell(table['mean_error'], table.get('mean_error_sd', 0))}"
+               f"** |{best} | "
                f"{PAPER_DNC1_MEAN_ERROR} (best run {PAPER_BEST_MEAN_ERROR}) |"
                + (f" {mean} ± {spread} (best run "
                   f"{PAPER_NTM_BEST_MEAN_ERROR}) |" if ntm else ""))
   failed, spread = PAPER_NTM_FAILED
+  failed_cell = (f"{table['failed_tasks']}" if not members else
+                 cell(table["failed_tasks"], table["failed_tasks_sd"]))
+  best = (f" {members[table['best_member']]['failed_tasks']} |"
+          if members else "")
   lines.append(f"| **failed (> {FAILED_ABOVE:g}%)** | "
-               f"**{table['failed_tasks']}** | | 11.2 |"
+               f"**{failed_cell}** |{best} | 11.2 |"
                + (f" {failed} ± {spread} |" if ntm else ""))
+  if members:
+    lines.append("")
+    lines.append("failed tasks per member: " + ", ".join(
+        f"{m}: {member['failed_tasks']}" for m, member in enumerate(members)))
   return "\n".join(lines)
 
 

@@ -3,7 +3,9 @@
 The loop is task-agnostic: a task follows :mod:`experiments.tasks.base`
 (``sample(rng, batch_size)``, ``loss(logits, batch)``, ``metrics(logits,
 batch)``, and optionally ``evaluate``, a curriculum and its own closed-loop
-``make_train_step``); the model is any ``apply(params, inputs) -> logits``.
+``make_train_step``); the model is any ``apply(params, inputs) -> logits``
+(with dropout, also ``train_apply(params, rng, inputs)``, trained with each
+step's key: :func:`build_step`).
 :func:`train` is assembled from parts that each do one thing:
 :class:`RunFolder` (files), :func:`_initial_state` and
 :func:`resume_state` (fresh or restored state, via

@@ -1,6 +1,8 @@
 """The bidirectional DNC (experiments/bidirectional.py): shapes, what the
 backward state sees, jit, gradients, and the ``brsdnc`` bAbI preset."""
 
+import json
+
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,7 @@ import pytest
 from jax.test_util import check_grads
 
 from dnc_jax import DNCConfig, addressing
-from experiments import cli, tasks
+from experiments import babi_eval, cli, tasks
 from experiments.bidirectional import BrsDNC, backward_states
 from experiments.models import babi_model, model_config
 
@@ -153,9 +155,10 @@ def test_brsdnc_preset_is_frankes_and_trains(tmp_path):
   assert isinstance(model_config("brsdnc", model, 30, 30), DNCConfig)
   data = tmp_path / "data"
   data.mkdir()
-  (data / "qa1_single-supporting-fact_train.txt").write_text(
-      "1 Mary moved to the bathroom.\n2 Where is Mary? \tbathroom\t1\n"
-      "1 John went to the hallway.\n2 Where is John? \thallway\t1\n" * 4)
+  stories = ("1 Mary moved to the bathroom.\n2 Where is Mary? \tbathroom\t1"
+             "\n1 John went to the hallway.\n2 Where is John? \thallway\t1\n")
+  (data / "qa1_single-supporting-fact_train.txt").write_text(stories * 4)
+  (data / "qa1_single-supporting-fact_test.txt").write_text(stories)
   settings = tasks.preset("babi", "brsdnc")
   settings["task"].update(data_dir=str(data), eval_stories=0)
   settings["model"].update(hidden_size=8, memory_size=6, word_size=4,
@@ -168,3 +171,8 @@ def test_brsdnc_preset_is_frankes_and_trains(tmp_path):
   assert "valid/mean_error" in summary["eval"]
   saved = cli.saved_settings(tmp_path / "run")
   assert saved["settings"]["kind"] == "brsdnc"
+  # dnc-babi-eval rebuilds the model from the run record.
+  assert babi_eval.main(["--checkpoint", str(tmp_path / "run"),
+                         "--data-dir", str(data), "--split", "test"]) == 0
+  assert json.loads((tmp_path / "run" / "babi-test.json").read_text())[
+      "kind"] == "brsdnc"

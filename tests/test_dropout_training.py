@@ -1,6 +1,11 @@
 """Bypass dropout in the trainer: on in training, off in evaluation, exact
 resume, and models without dropout traced exactly as before."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +19,7 @@ from experiments.loop import (OptimizerConfig, TrainState, load_params,
 from experiments.models import babi_model, uses_dropout
 from experiments.tasks import babi
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 V, T, B = 9, 6, 3
 
 STORIES = """\
@@ -175,3 +181,31 @@ def test_rsdnc_trains_with_dropout_and_resumes_exactly(tmp_path):
   c = final_params(tmp_path / "off", settings, data)
   assert any(not np.array_equal(np.asarray(x), np.asarray(y))
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(c)))
+
+
+DATA_PARALLEL_CHECK = """
+import jax, numpy as np
+from experiments import cli, tasks
+assert jax.local_device_count() == 2, jax.devices()
+settings = tasks.preset("babi", "rsdnc")
+settings["task"].update(data_dir=DATA, eval_stories=0)
+settings["model"].update(hidden_size=8, memory_size=6, word_size=4,
+                         num_reads=2)
+settings["loop"].update(steps=2, batch_size=4, log_every=1, eval_every=0,
+                        checkpoint_every=2, data_parallel=True)
+summary = cli.run_babi(settings, OUT, progress=False, preset="rsdnc")
+assert summary["step"] == 2 and np.isfinite(summary["train"]["loss"])
+print("ok", summary["train"]["loss"])
+"""
+
+
+def test_dropout_trains_data_parallel(tmp_path):
+  data = write_fixture(tmp_path / "data")
+  env = dict(os.environ,
+             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  result = subprocess.run(
+      [sys.executable, "-c", f"DATA = {str(data)!r}\n"
+       f"OUT = {str(tmp_path / 'run')!r}\n" + DATA_PARALLEL_CHECK],
+      cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert "ok" in result.stdout

@@ -38,7 +38,7 @@ from experiments.checkpoints import Checkpointer, CheckpointError
 from experiments.loop import (LoopConfig, OptimizerConfig, make_run_folder,
                               train)
 from experiments.models import (Model, babi_model, check_kind, model_config,
-                                sequence_model)
+                                sequence_model, uses_dropout)
 from experiments.tasks import babi, bit
 from experiments.tasks import shrdlu as shrdlu_task
 
@@ -422,8 +422,14 @@ def babi_parts(settings: Dict[str, Any], preset: Optional[str] = None,
   kind = settings["kind"]
   model_config = babi_model_config(kind, settings["model"], len(vocab))
   transformed = babi_model(kind, model_config, config.remat_chunk)
+  train_apply = None
+  if uses_dropout(kind, model_config):  # Dropout on in training only.
+    train_apply = babi.one_hot_inputs(babi_model(
+        kind, model_config, config.remat_chunk, is_training=True).apply,
+        len(vocab))
   model = Model(babi.one_hot_inputs(transformed.init, len(vocab)),
-                babi.one_hot_inputs(transformed.apply, len(vocab)))
+                babi.one_hot_inputs(transformed.apply, len(vocab)),
+                train_apply=train_apply)
   if config.validation and select:
     loop = _loop_config(settings, select_metric="valid/mean_error")
   else:

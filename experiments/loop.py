@@ -3,7 +3,9 @@
 The loop is task-agnostic: a task follows :mod:`experiments.tasks.base`
 (``sample(rng, batch_size)``, ``loss(logits, batch)``, ``metrics(logits,
 batch)``, and optionally ``evaluate``, a curriculum and its own closed-loop
-``make_train_step``); the model is any ``apply(params, inputs) -> logits``.
+``make_train_step``); the model is any ``apply(params, inputs) -> logits``
+(with dropout, also ``train_apply(params, rng, inputs)``, trained with each
+step's key: :func:`build_step`).
 :func:`train` is assembled from parts that each do one thing:
 :class:`RunFolder` (files), :func:`_initial_state` and
 :func:`resume_state` (fresh or restored state, via
@@ -140,18 +142,31 @@ def _global_norm(tree) -> jax.Array:
 
 
 def make_train_step(apply_fn: Callable, task, optimizer,
-                    axis_name: Optional[str] = None) -> Callable:
+                    axis_name: Optional[str] = None, *,
+                    stochastic: bool = False) -> Callable:
   """``step(state, batch) -> (state, metrics)``, to be jit-compiled.
 
   ``metrics`` holds the task's metrics on the batch, ``loss`` and
   ``grad_norm`` (before clipping). With ``axis_name`` the step runs on one
   shard of the batch per device (inside ``shard_map``): gradients and
   metrics are averaged over ``axis_name`` before the (replicated) update.
+
+  With ``stochastic=True`` (a model with dropout) ``apply_fn`` is
+  ``apply_fn(params, rng, inputs)`` and the step is ``step(state, batch,
+  rng)``; with ``axis_name`` each device folds its index into ``rng``, so
+  the shards draw different masks. Without it the traced program is the
+  one it always was.
   """
 
-  def step(state: TrainState, batch):
+  def step(state: TrainState, batch, rng=None):
     def objective(params):
-      logits = apply_fn(params, batch.inputs)
+      if stochastic:
+        key = rng
+        if axis_name is not None:
+          key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+        logits = apply_fn(params, key, batch.inputs)
+      else:
+        logits = apply_fn(params, batch.inputs)
       return task.loss(logits, batch), logits
 
     (loss, logits), grads = jax.value_and_grad(objective, has_aux=True)(
@@ -168,15 +183,19 @@ def make_train_step(apply_fn: Callable, task, optimizer,
   return step
 
 
-def data_parallel_step(step: Callable, mesh: Mesh) -> Callable:
+def data_parallel_step(step: Callable, mesh: Mesh,
+                       stochastic: bool = False) -> Callable:
   """``step`` (made with ``axis_name="data"``) over ``mesh``'s devices.
 
   The state is replicated; batches, time-major ``[T, B, ...]``, are split
   along ``B``. Each device runs ``step`` (the fused CPU kernel included) on
   its shard; the means over devices make the update the same everywhere.
+  ``stochastic``: ``step`` takes a third argument, the (replicated) rng.
   """
-  return jax.shard_map(step, mesh=mesh,
-                       in_specs=(PartitionSpec(), PartitionSpec(None, "data")),
+  in_specs = (PartitionSpec(), PartitionSpec(None, "data"))
+  if stochastic:
+    in_specs += (PartitionSpec(),)
+  return jax.shard_map(step, mesh=mesh, in_specs=in_specs,
                        out_specs=(PartitionSpec(), PartitionSpec()),
                        check_vma=False)
 
@@ -344,14 +363,21 @@ def build_step(model, task, optimizer, loop_config: LoopConfig,
 
   The task's own (closed-loop) step when it has one, else the open-loop
   step of :func:`make_train_step`, over ``mesh`` when data-parallel.
+
+  Step ``s`` gets the key ``fold_in(PRNGKey(seed), s)``, a function of the
+  step alone, so a resumed run draws the same keys as the uninterrupted
+  one: a closed-loop step takes it for its episodes; a model with a
+  ``train_apply`` (dropout) is trained through it with that key for its
+  masks. Evaluation always uses ``model.apply``; a model without
+  ``train_apply`` compiles the same step as before keys existed.
   """
   own = getattr(task, "make_train_step", None)
   task_step = own(model, optimizer) if own is not None else None
+  base_key = jax.random.PRNGKey(loop_config.seed)
   if task_step is not None:
     if mesh is not None:
       raise ValueError(f"task {getattr(task, 'name', task)!r} brings its "
                        "own step, which does not run data-parallel")
-    base_key = jax.random.PRNGKey(loop_config.seed)
 
     def closed_loop(state, batch, step_number):
       key = jax.random.fold_in(base_key, step_number)
@@ -361,11 +387,21 @@ def build_step(model, task, optimizer, loop_config: LoopConfig,
       return state, metrics
 
     return jax.jit(closed_loop, donate_argnums=0)
+  train_apply = getattr(model, "train_apply", None)
+  stochastic = train_apply is not None
+  apply_fn = train_apply if stochastic else model.apply
   if mesh is None:
-    step_fn = make_train_step(model.apply, task, optimizer)
+    step_fn = make_train_step(apply_fn, task, optimizer,
+                              stochastic=stochastic)
   else:
     step_fn = data_parallel_step(
-        make_train_step(model.apply, task, optimizer, axis_name="data"), mesh)
+        make_train_step(apply_fn, task, optimizer, axis_name="data",
+                        stochastic=stochastic), mesh, stochastic)
+  if stochastic:
+    def with_key(state, batch, step_number):
+      return step_fn(state, batch, jax.random.fold_in(base_key, step_number))
+
+    return jax.jit(with_key, donate_argnums=0)
   jitted = jax.jit(step_fn, donate_argnums=0)
   return lambda state, batch, step_number: jitted(state, batch)
 

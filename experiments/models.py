@@ -3,9 +3,12 @@
 A preset's ``kind`` picks the model (``dnc`` when absent): ``dnc`` a
 :class:`~dnc_jax.DNC`, ``ntm`` the Neural Turing Machine of
 :mod:`dnc_jax.ntm` (Extended Data Table 1's baseline), ``lstm`` (bAbI only)
-one LSTM and a linear read-out. Its ``model`` section holds the fields of
-:class:`~dnc_jax.DNCConfig` or :class:`~dnc_jax.ntm.NTMConfig`;
-:func:`model_config` builds the one the kind needs.
+one LSTM and a linear read-out, ``brsdnc`` (bAbI only) Franke et al.'s
+bidirectional DNC (:mod:`experiments.bidirectional`). Its ``model`` section
+holds the fields of :class:`~dnc_jax.DNCConfig` or
+:class:`~dnc_jax.ntm.NTMConfig`; :func:`model_config` builds the one the
+kind needs. A model with bypass dropout (:func:`uses_dropout`) is trained
+through a second apply that takes an rng (``Model.train_apply``).
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import haiku as hk
 
 from dnc_jax import DNC, DNCConfig, unroll
 from dnc_jax.ntm import NTM, NTMConfig
+from experiments.bidirectional import BrsDNC
 
-MODEL_KINDS = ("dnc", "ntm", "lstm")
+MODEL_KINDS = ("dnc", "ntm", "lstm", "brsdnc")
 ModelConfig = Union[DNCConfig, NTMConfig]
-_CONFIGS = {"dnc": DNCConfig, "ntm": NTMConfig, "lstm": DNCConfig}
+_CONFIGS = {"dnc": DNCConfig, "ntm": NTMConfig, "lstm": DNCConfig,
+            "brsdnc": DNCConfig}
 
 
 def check_kind(kind: str, allowed=MODEL_KINDS):
@@ -40,7 +45,9 @@ def model_config(kind: str, fields: Dict[str, Any], input_size: int,
                  output_size: int) -> ModelConfig:
   """The config of a ``kind`` model from a preset's ``model`` section.
 
-  ``dnc``: a :class:`~dnc_jax.DNCConfig` of ``fields``; ``ntm``: an
+  ``dnc`` and ``brsdnc``: a :class:`~dnc_jax.DNCConfig` of ``fields``
+  (for ``brsdnc`` the forward DNC's; the backward LSTM takes its
+  ``hidden_size`` and ``controller_layer_norm``); ``ntm``: an
   :class:`~dnc_jax.ntm.NTMConfig` of ``fields``; ``lstm``: a
   :class:`~dnc_jax.DNCConfig` whose ``hidden_size`` alone is used (the other
   fields are ignored, as the LSTM has no memory).
@@ -114,34 +121,58 @@ def unrolled_ntm(config: NTMConfig) -> hk.Transformed:
   return hk.without_apply_rng(hk.transform(forward))
 
 
+def uses_dropout(kind: str, config: ModelConfig) -> bool:
+  """Whether a ``kind`` model with ``config`` drops units in training.
+
+  Only the DNCs' bypass dropout (``dnc`` and ``brsdnc`` with
+  ``config.bypass_dropout > 0``); such a model trains through
+  ``babi_model(..., is_training=True)`` with an rng.
+  """
+  return (kind in ("dnc", "brsdnc") and isinstance(config, DNCConfig)
+          and config.bypass_dropout > 0)
+
+
 def babi_model(kind: str, config: ModelConfig,
-               remat_chunk: Optional[int] = None) -> hk.Transformed:
+               remat_chunk: Optional[int] = None, *,
+               is_training: bool = False) -> hk.Transformed:
   """``apply(params, one_hot [T, B, V]) -> logits [T, B, V]`` for bAbI.
 
   ``kind`` is ``"dnc"`` (a :class:`~dnc_jax.DNC` with ``config``),
-  ``"ntm"`` (an :class:`~dnc_jax.ntm.NTM` with an ``NTMConfig``) or
+  ``"ntm"`` (an :class:`~dnc_jax.ntm.NTM` with an ``NTMConfig``),
   ``"lstm"``: the paper's LSTM baseline, one ``hk.LSTM`` of
-  ``config.hidden_size`` units and a linear read-out, no memory.
+  ``config.hidden_size`` units and a linear read-out, no memory, or
+  ``"brsdnc"``: :class:`experiments.bidirectional.BrsDNC` with ``config``.
+
+  ``is_training=True`` (only for a model that :func:`uses_dropout`): the
+  DNC's bypass dropout is on and ``apply(params, rng, one_hot)`` takes an
+  rng; the parameters are the same as without it.
   """
   check_kind(kind)
   _check_config(kind, config)
+  if is_training and not uses_dropout(kind, config):
+    raise ValueError(f"is_training=True is for models with dropout; model "
+                     f"kind {kind!r} with this config has none")
 
   def forward(inputs):
+    if kind == "brsdnc":
+      return BrsDNC(config)(inputs, is_training=is_training,
+                            remat_chunk=remat_chunk)
     if kind == "dnc":
-      core = DNC(config)
+      core = DNC(config, is_training=is_training)
     elif kind == "ntm":
       core = NTM(config)
     else:
       core = hk.DeepRNN([hk.LSTM(config.hidden_size, name="lstm"),
                          hk.Linear(config.output_size, name="output")])
-    if kind == "ntm":  # Its state in the inputs' dtype (a scan's carry).
+    if kind in ("ntm", "dnc"):  # State in the inputs' dtype (a scan's carry).
       state = core.initial_state(inputs.shape[1], inputs.dtype)
     else:
       state = core.initial_state(inputs.shape[1])
     outputs, _ = unroll(core, inputs, state, remat_chunk=remat_chunk)
     return outputs
 
-  return hk.without_apply_rng(hk.transform(forward))
+  transformed = hk.transform(forward)
+  return transformed if is_training else hk.without_apply_rng(transformed)
 
 
 class CoreModel(NamedTuple):
@@ -161,13 +192,18 @@ class Model(NamedTuple):
 
   Attributes:
     init: ``init(rng, inputs [T, B, X]) -> params``.
-    apply: ``apply(params, inputs [T, B, X]) -> outputs [T, B, Y]``.
+    apply: ``apply(params, inputs [T, B, X]) -> outputs [T, B, Y]``,
+      deterministic (evaluation; training too without ``train_apply``).
     core: the same parameters a step at a time (``None`` if unavailable).
+    train_apply: for a model with dropout, ``train_apply(params, rng,
+      inputs) -> outputs`` with dropout on; the trainer's open-loop step
+      uses it with the step's key. ``None``: no dropout.
   """
 
   init: Callable
   apply: Callable
   core: Optional[CoreModel] = None
+  train_apply: Optional[Callable] = None
 
 
 def _stepwise(make_core: Callable[[], hk.RNNCore]) -> CoreModel:

@@ -194,12 +194,16 @@ def _argmax(predict: Callable) -> Callable:
 
 
 def one_hot_inputs(apply_fn: Callable, vocab_size: int) -> Callable:
-  """``apply(params, ids [T, B])`` for a model that takes one-hot inputs."""
+  """``apply(..., ids [T, B])`` for a model that takes one-hot inputs.
 
-  def apply(params, ids):
-    # float32 also when x64 is on (the tests): the model's state is.
-    return apply_fn(params, jax.nn.one_hot(ids, vocab_size,
-                                           dtype=jnp.float32))
+  The last argument is one-hot encoded, the others passed on: ``apply(params,
+  ids)``, ``init(rng, ids)`` and ``train_apply(params, rng, ids)`` alike.
+  """
+
+  def apply(*args):
+    *head, ids = args
+    # float32 also when x64 is on (the tests): the parameters are.
+    return apply_fn(*head, jax.nn.one_hot(ids, vocab_size, dtype=jnp.float32))
 
   return apply
 
@@ -392,6 +396,11 @@ _BABI_LOOP = dict(steps=500_000, batch_size=16, seed=0, log_every=50,
                   eval_every=2000, checkpoint_every=500, patience=20)
 _BABI_TASK = dict(data_dir=None, tasks=None, valid_fraction=0.1,
                   eval_stories=200, remat_chunk=None)
+_RSDNC_MODEL = dict(controller="lstm", hidden_size=172, memory_size=128,
+                    word_size=64, num_reads=4, num_writes=1,
+                    clip_value=20.0, controller_grad_clip=10.0,
+                    use_temporal_links=False, controller_layer_norm=True,
+                    interface_layer_norm=True, bypass_dropout=0.1)
 PRESETS: Dict[str, Dict[str, Any]] = {
     "dnc1": {"kind": "dnc", "task": _BABI_TASK,
              "model": dict(controller="lstm", hidden_size=256,
@@ -435,19 +444,24 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                 "optimizer": _BABI_OPTIMIZER, "loop": _BABI_LOOP},
     # Franke et al. 2018's robust DNC (their bAbI-all configuration: LSTM
     # 172 with layer normalisation, memory 128 x 64, 4 read heads, no
-    # temporal link, normalised interface), unidirectional. Their bypass
-    # dropout (rate 0.1) needs a dropout rng in the trainer's apply, which
-    # the open-loop step does not pass yet, so it is off here; our recipe
-    # (dnc1's optimiser) rather than their RMSProp 3e-5 at batch 32.
+    # temporal link, normalised interface, bypass dropout), unidirectional.
+    # Their bypass dropout keeps 0.9 of the units ("bypass_dropout": 0.9, a
+    # keep probability, in their ADNC configs), so the rate here is 0.1; the
+    # trainer draws the masks from each step's key (the same on resume) and
+    # evaluates without dropout. Our recipe (dnc1's optimiser) rather than
+    # their RMSProp 3e-5 at batch 32.
     "rsdnc": {"kind": "dnc", "task": _BABI_TASK,
-              "model": dict(controller="lstm", hidden_size=172,
-                            memory_size=128, word_size=64, num_reads=4,
-                            num_writes=1, clip_value=20.0,
-                            controller_grad_clip=10.0,
-                            use_temporal_links=False,
-                            controller_layer_norm=True,
-                            interface_layer_norm=True),
+              "model": _RSDNC_MODEL,
               "optimizer": _BABI_OPTIMIZER, "loop": _BABI_LOOP},
+    # Their BrsDNC: rsdnc's forward DNC plus a backward LSTM over the whole
+    # story and questions, of the controller's size and layer norm (172,
+    # as both come from one controller configuration in their code); its
+    # state joins the forward controller's output on the way to the memory
+    # interface and the (dropped-out) bypass (experiments/bidirectional.py,
+    # docs/maths.md section 8.8). Their best bAbI-all model (3.2% mean).
+    "brsdnc": {"kind": "brsdnc", "task": _BABI_TASK,
+               "model": _RSDNC_MODEL,
+               "optimizer": _BABI_OPTIMIZER, "loop": _BABI_LOOP},
 }
 
 

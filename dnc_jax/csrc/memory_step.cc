@@ -95,10 +95,7 @@ template <typename T>
 void RowNorms(const T* memory, const Dims& d, T* norms) {
   for (int64_t n = 0; n < d.slots; ++n) {
     const T* row = memory + n * d.word;
-    T sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t c = 0; c < d.word; ++c) sum += row[c] * row[c];
-    norms[n] = std::sqrt(sum + T(kNormEpsilon));
+    norms[n] = std::sqrt(Dot(row, row, d.word) + T(kNormEpsilon));
   }
 }
 
@@ -106,15 +103,10 @@ void RowNorms(const T* memory, const Dims& d, T* norms) {
 template <typename T>
 void ContentWeights(const T* memory, const T* row_norms, const T* key,
                     T strength, const Dims& d, T* similarity, T* weights) {
-  T key_sum = 0;
-  for (int64_t c = 0; c < d.word; ++c) key_sum += key[c] * key[c];
-  const T key_norm = std::sqrt(key_sum + T(kNormEpsilon));
+  const T key_norm = std::sqrt(Dot(key, key, d.word) + T(kNormEpsilon));
   T max_score = -INFINITY;
   for (int64_t n = 0; n < d.slots; ++n) {
-    const T* row = memory + n * d.word;
-    T dot = 0;
-#pragma omp simd reduction(+ : dot)
-    for (int64_t c = 0; c < d.word; ++c) dot += key[c] * row[c];
+    const T dot = Dot(key, memory + n * d.word, d.word);
     similarity[n] = dot / (key_norm * row_norms[n] + T(kNormEpsilon));
     max_score = std::max(max_score, strength * similarity[n]);
   }
@@ -133,9 +125,7 @@ T ContentWeightsBackward(const T* memory, const T* row_norms, const T* key,
                          T strength, const T* similarity, const T* weights,
                          const T* g_weights, const Dims& d, T* g_memory,
                          T* g_key, T* g_row_norms) {
-  T key_sum = 0;
-  for (int64_t c = 0; c < d.word; ++c) key_sum += key[c] * key[c];
-  const T key_norm = std::sqrt(key_sum + T(kNormEpsilon));
+  const T key_norm = std::sqrt(Dot(key, key, d.word) + T(kNormEpsilon));
   T weighted = 0;
   for (int64_t n = 0; n < d.slots; ++n) weighted += g_weights[n] * weights[n];
   T g_strength = 0, g_key_norm = 0;
@@ -634,11 +624,7 @@ void BackwardExample(const Interface<T>& in, const State<T>& prev,
     // part, which depends only on M_t: add it now.
     for (int64_t r = 0; r < R; ++r)
       for (int64_t n = 0; n < N; ++n) {
-        T acc = 0;
-        const T* row = &f.memory[n * W];
-#pragma omp simd reduction(+ : acc)
-        for (int64_t c = 0; c < W; ++c) acc += g_read_words[r * W + c] * row[c];
-        g_read[r * N + n] += acc;
+        g_read[r * N + n] += Dot(g_read_words + r * W, &f.memory[n * W], W);
       }
     std::fill(g_in.read_modes, g_in.read_modes + R * M, T(0));
     for (int64_t r = 0; r < R; ++r) {
@@ -767,11 +753,8 @@ void BackwardExample(const Interface<T>& in, const State<T>& prev,
   } else {
     for (int64_t r = 0; r < R; ++r)
       for (int64_t n = 0; n < N; ++n) {
-        T acc = 0;
-        const T* row = &f.memory[n * W];
-#pragma omp simd reduction(+ : acc)
-        for (int64_t c = 0; c < W; ++c) acc += g_read_words[r * W + c] * row[c];
-        g_content[r * N + n] = g_read[r * N + n] + acc;
+        g_content[r * N + n] =
+            g_read[r * N + n] + Dot(g_read_words + r * W, &f.memory[n * W], W);
       }
   }
 

@@ -286,13 +286,9 @@ ffi::Error ReadOutVjpImpl(
         const T* row = x.memory + i * d.width;
         T* g_row = g_mem + i * d.width;
         const T weight = rw[r * n + i];
-        T dot = 0;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t c = 0; c < d.width; ++c) {
-          dot += gw[c] * row[c];
-          g_row[c] += weight * gw[c];
-        }
-        total[r * n + i] = g_rw[r * n + i] + dot;
+#pragma omp simd
+        for (int64_t c = 0; c < d.width; ++c) g_row[c] += weight * gw[c];
+        total[r * n + i] = g_rw[r * n + i] + Dot(gw, row, d.width);
       }
     }
     // Through the mixing: modes, content, and f and b (reusing f and bw

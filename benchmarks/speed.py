@@ -21,10 +21,13 @@ default ``../shared/peers/pytorch-dnc``), the strongest peer, and the PyPI
 ``--peer-python``'s interpreter; on the GPU where its torch sees one). Our
 training speed, dense or sparse link, is printed as a ratio of the fastest
 peer figure of the run at that size (the peers have only the exact dense
-link). ``--flops`` adds FLOPs per sequence-step (by formula, see
-:func:`flops_per_seq_step`) and the fraction of this machine's matmul peak
-(measured in the same run) that each row's training speed reaches. Results
-are printed as a Markdown table and written as JSON (``--json``).
+link). ``--hugepages`` runs every timed process (ours and the peers') with
+glibc's malloc asking for transparent huge pages (see ``docs/kernels.md``,
+"Where a training step's time goes"). ``--flops`` adds FLOPs per
+sequence-step (by formula, see :func:`flops_per_seq_step`) and the
+fraction of this machine's matmul peak (measured in the same run) that each
+row's training speed reaches. Results are printed as a Markdown table and
+written as JSON (``--json``).
 
 The timings are wall-clock on whatever machine runs this; report ratios from
 one run rather than absolute times.
@@ -47,6 +50,9 @@ from benchmarks.rss import peak_rss_bytes, reset_peak_rss, rss_bytes
 GIB = 2 ** 30
 PEER_REQUIREMENTS = ["torch==2.13.0", "numpy"]
 PEER_PACKAGE = "dnc==1.1.0"
+# glibc's malloc then asks for transparent huge pages for its large blocks
+# (docs/kernels.md, "Where a training step's time goes").
+HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
 
 
 def measure(config: Dict) -> Dict:
@@ -132,6 +138,13 @@ def measure(config: Dict) -> Dict:
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_PEER_SOURCE = REPO.parent / "shared" / "peers" / "pytorch-dnc"
+
+
+def with_hugepages(tunables: Optional[str]) -> str:
+  """``GLIBC_TUNABLES`` with :data:`HUGEPAGE_TUNABLE` added to ``tunables``."""
+  kept = [t for t in (tunables or "").split(":")
+          if t and not t.startswith("glibc.malloc.hugetlb=")]
+  return ":".join(kept + [HUGEPAGE_TUNABLE])
 
 
 def run_json(command: List[str], timeout: float) -> Dict:
@@ -352,6 +365,12 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument("--timeout", type=float, default=1800,
                       help="seconds per configuration")
   parser.add_argument("--json", default=None, help="write the results here")
+  parser.add_argument("--hugepages", action="store_true",
+                      help="run every timed process, ours and the peers', "
+                      "with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (glibc "
+                      ">= 2.35; transparent huge pages 'madvise' or "
+                      "'always'): the step's large buffers are then faulted "
+                      "in 2 MiB pages instead of 4 KiB ones")
   parser.add_argument("--hlo-dir", default=None,
                       help="also write each compiled step's optimised HLO "
                       "here (to see the copies around the memory step)")
@@ -364,6 +383,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(json.dumps({"peak_flops": peak_flops()}))
     return 0
 
+  if args.hugepages:  # inherited by every timer process, peers included
+    os.environ["GLIBC_TUNABLES"] = with_hugepages(
+        os.environ.get("GLIBC_TUNABLES"))
   hlo_dir = None
   if args.hlo_dir:  # absolute: the timers run from the repository root
     hlo_dir = pathlib.Path(args.hlo_dir).resolve()
@@ -415,7 +437,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                   time=args.time, word_size=args.word_size,
                   num_reads=args.num_reads, hidden_size=args.hidden_size,
                   inputs=args.inputs, steps=args.steps, warmup=args.warmup,
-                  remat_chunk=remat, hlo_dir=hlo_dir and str(hlo_dir))
+                  remat_chunk=remat, hlo_dir=hlo_dir and str(hlo_dir),
+                  hugepages=args.hugepages)
     peer_config = dict(common, link="dense", link_sparsity=None)
 
     def time_peers(when: str):
@@ -440,7 +463,8 @@ def main(argv: Optional[List[str]] = None) -> int:
           config = dict(base, backend=backend, scan_unroll=scan_unroll)
           result = run_in_subprocess(config, args.timeout)
           notes = (f", remat {remat}" if remat else "") + (
-              f", unroll {scan_unroll}" if scan_unroll > 1 else "")
+              f", unroll {scan_unroll}" if scan_unroll > 1 else "") + (
+              ", huge pages" if args.hugepages else "")
           add({"name": f"dnc_jax ({backend}{notes})", "config": config,
                "result": result})
     time_peers("after")

@@ -68,3 +68,12 @@ def test_flop_count_grows_quadratically_with_a_dense_link_only():
             for n in (256, 512, 1024)]
   assert abs((sparse[2] - sparse[1]) - 2 * (sparse[1] - sparse[0])) < 1e-6
   assert flops_per_seq_step(base)["train"] == 3 * dense[0]
+
+
+def test_hugepages_adds_the_malloc_tunable_once():
+  from benchmarks.speed import with_hugepages
+  assert with_hugepages(None) == "glibc.malloc.hugetlb=1"
+  assert with_hugepages("glibc.malloc.arena_max=2") == (
+      "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1")
+  assert with_hugepages("glibc.malloc.hugetlb=0:x=1") == (
+      "x=1:glibc.malloc.hugetlb=1")

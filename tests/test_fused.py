@@ -20,6 +20,10 @@ SHAPES = [  # b, n, w, r, h, links
     (2, 7, 4, 4, 3, True),
     (3, 5, 4, 1, 1, True),
     (2, 6, 4, 2, 2, False),
+    # The dense link's passes take rows in blocks of four, then the rest:
+    # N = 8 is blocks only, N = 3 the rest only (the others mix both).
+    (2, 8, 3, 3, 2, True),
+    (2, 3, 2, 2, 1, True),
 ]
 
 

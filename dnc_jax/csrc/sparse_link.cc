@@ -48,7 +48,19 @@ struct LinkDims {
 ffi::Error CheckColumns(const ffi::Buffer<ffi::S32>& columns, int64_t slots,
                         const char* kernel) {
   const int32_t* data = columns.typed_data();
-  for (size_t i = 0; i < columns.element_count(); ++i)
+  const int64_t count = static_cast<int64_t>(columns.element_count());
+  // One vectorised pass says whether any column is out of range (negative
+  // ones wrap to large unsigned values); only then is the first one found
+  // for the message. Runs on every call, so it must stay cheap.
+  if (slots <= INT32_MAX) {
+    const uint32_t limit = static_cast<uint32_t>(slots);
+    int outside = 0;
+#pragma omp simd reduction(| : outside)
+    for (int64_t i = 0; i < count; ++i)
+      outside |= static_cast<uint32_t>(data[i]) >= limit;
+    if (!outside) return ffi::Error::Success();
+  }
+  for (int64_t i = 0; i < count; ++i)
     if (data[i] < 0 || data[i] >= slots)
       return Invalid(kernel, "a stored column is outside [0, N): columns[" +
                                  std::to_string(i) + "] (flat) = " +
@@ -274,12 +286,9 @@ ffi::Error ReadOutVjpImpl(
         const T* row = x.memory + i * d.width;
         T* g_row = g_mem + i * d.width;
         const T weight = rw[r * n + i];
-        T dot = 0;
-        for (int64_t c = 0; c < d.width; ++c) {
-          dot += gw[c] * row[c];
-          g_row[c] += weight * gw[c];
-        }
-        total[r * n + i] = g_rw[r * n + i] + dot;
+#pragma omp simd
+        for (int64_t c = 0; c < d.width; ++c) g_row[c] += weight * gw[c];
+        total[r * n + i] = g_rw[r * n + i] + Dot(gw, row, d.width);
       }
     }
     // Through the mixing: modes, content, and f and b (reusing f and bw

@@ -145,17 +145,27 @@ def run(settings: Dict[str, Any], task_name: str, out_dir, *,
   model_record = graph.model_config(kind, settings["model"])
   model = graph.make_model(kind, model_record)
   init_fn = model.init
-  if settings.get("init_from"):
-    init_fn, source = warm_start(model.init, kind, settings["init_from"])
+  source = settings.get("init_from")
+  out = pathlib.Path(out_dir)
+  if source:
+    # A path at the start; the source's record once the run has begun, so
+    # a resumed run (perhaps elsewhere, without the source) matches its
+    # checkpoints without reading the source again.
+    if isinstance(source, str):
+      init_fn, source = warm_start(model.init, kind, source)
+    elif not (resume and _has_checkpoint(out)):
+      init_fn, source = warm_start(model.init, kind, source["path"])
+    settings["init_from"] = source
+    if save_settings is not None:
+      save_settings["settings"]["init_from"] = source
   loop_config = LoopConfig(**settings["loop"])
   optimizer_config = OptimizerConfig(**settings["optimizer"])
   record = {"graph_task": task_name, "kind": kind,
             "task": settings["task"], "model": model_record,
             "optimizer": dataclasses.asdict(optimizer_config),
             "loop": dataclasses.asdict(loop_config)}
-  if settings.get("init_from"):
+  if source:
     record["init_from"] = source
-  out = pathlib.Path(out_dir)
   make_run_folder(out)
   if save_settings is not None:
     (out / SETTINGS_FILE).write_text(json.dumps(save_settings, indent=2))
@@ -163,6 +173,11 @@ def run(settings: Dict[str, Any], task_name: str, out_dir, *,
                optimizer_config=optimizer_config, loop_config=loop_config,
                out_dir=out, run_record=record, resume=resume,
                progress=progress, stop_after=stop_after, model=model)
+
+
+def _has_checkpoint(out: pathlib.Path) -> bool:
+  folder = out / "checkpoints"
+  return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
 
 
 def warm_start(init: Callable, kind: str, source

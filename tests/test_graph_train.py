@@ -262,6 +262,15 @@ def test_init_from_another_task_starts_from_its_parameters(tmp_path, capsys):
                          "--checkpoint-every", "1", "--init-from",
                          str(source), "--out", str(out)] + TINY) == 0
   assert graph_cli.load_run(out).record["init_from"] == record
+  # The run resumes without its source (a committed run, elsewhere).
+  import shutil  # pylint: disable=g-import-not-at-top
+  kept = tmp_path / "kept"
+  shutil.copytree(source, kept)
+  shutil.rmtree(source)
+  assert graph_cli.main(["--out", str(out), "--resume", "--steps", "2",
+                         "--no-progress"]) == 0
+  assert graph_cli.load_run(out).step == 2
+  shutil.copytree(kept, source)
   capsys.readouterr()
   # Another controller size: one error naming a parameter and both shapes.
   with pytest.raises(SystemExit):

@@ -18,6 +18,25 @@ walks, paper 98.8%; shortest path: every 4-step path, paper 55.3%),
 reached, with the pass mark). Memory is not a parameter shape of this DNC,
 so ``--memory-size`` runs the same parameters with N slots; the Underground
 (192 triples) and family (120) tests use at least 256 and 128 by default.
+
+Several runs trained separately (graph tasks do not sweep in one program:
+their curricula diverge between members, see docs/scaling.md)::
+
+  for s in 0 1 2; do
+    dnc-graph-train --task traversal --preset cpu --seed $s \
+        --out runs/traversal-$s
+  done
+  dnc-graph-eval --checkpoint runs/traversal-0,runs/traversal-1,\
+runs/traversal-2 --test underground --out runs/traversal-eval
+
+evaluate each run alike (same test, episodes and seed) and print one table
+whose "ours" column is the mean +- the sample standard deviation (ddof=1,
+like the paper's +- over 20 runs, Extended Data Tables 3-5) over the runs,
+then one line per run (name, step, lesson reached, accuracy per row). On
+``lessons`` a row averages the runs that reached that lesson (its ``runs``
+count says how many; one run has no s.d.). The runs must train the same
+task with the same model kind; ``--out`` is required (no one run folder
+owns the result).
 """
 
 from __future__ import annotations
@@ -209,12 +228,92 @@ def markdown(table: Dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _run_names(checkpoints: Sequence[str]) -> List[str]:
+  """Each run's folder name, or its path where folder names repeat."""
+  names = [pathlib.Path(c).name or str(c) for c in checkpoints]
+  return (names if len(set(names)) == len(names)
+          else [str(c) for c in checkpoints])
+
+
+def evaluate_runs(runs: Sequence[LoadedRun], names: Sequence[str],
+                  test: str, episodes: int = 200,
+                  memory_size: Optional[int] = None, seed: int = 0
+                  ) -> Dict[str, Any]:
+  """``evaluate`` on each run (same test, episodes, seed), aggregated.
+
+  Each row's ``ours`` is the mean over the runs that have that row (all,
+  except lessons some runs did not reach) and ``ours_sd`` the sample
+  standard deviation (ddof=1, the paper's +- over runs; ``None`` for one
+  run); ``per_run`` holds each run's accuracy (``None`` where absent).
+
+  Raises:
+    ValueError: runs of different tasks or model kinds (naming the odd
+      one), or what ``evaluate`` raises.
+  """
+  if len(runs) != len(names) or not runs:
+    raise ValueError("need one name per run, and at least one run")
+  for name, run in zip(names[1:], runs[1:]):
+    if (run.task_name, run.kind) != (runs[0].task_name, runs[0].kind):
+      raise ValueError(
+          f"run {name} trains {run.task_name!r} ({run.kind}) but run "
+          f"{names[0]} trains {runs[0].task_name!r} ({runs[0].kind}); "
+          "all runs must be of the same task and model kind")
+  tables = [evaluate(run, test, episodes, memory_size, seed) for run in runs]
+  longest = max(tables, key=lambda t: len(t["rows"]))
+  rows = []
+  for i, template in enumerate(longest["rows"]):
+    values = [t["rows"][i]["ours"] if i < len(t["rows"]) else None
+              for t in tables]
+    present = [v for v in values if v is not None]
+    row = dict(template)
+    row["ours"] = round(float(np.mean(present)), 1)
+    row["ours_sd"] = (round(float(np.std(present, ddof=1)), 1)
+                      if len(present) > 1 else None)
+    row["runs"] = len(present)
+    row["per_run"] = values
+    rows.append(row)
+  memory = sorted({t["memory_size"] for t in tables},
+                  key=lambda m: (m is None, m))
+  return {"test": test, "task": runs[0].task_name, "kind": runs[0].kind,
+          "runs": [{"name": name, "step": t["step"],
+                    "lesson_reached": t["lesson_reached"],
+                    "examples_seen": t["examples_seen"],
+                    "ours": [r["ours"] for r in t["rows"]]}
+                   for name, t in zip(names, tables)],
+          "memory_size": memory[0] if len(memory) == 1 else memory,
+          "sd": "sample (ddof=1)", "rows": rows}
+
+
+def markdown_runs(table: Dict[str, Any]) -> str:
+  """An ``evaluate_runs`` table as Markdown: mean +- s.d., then the runs."""
+  memory = table["memory_size"]
+  lines = [f"{table['task']} ({table['kind']}), {len(table['runs'])} runs, "
+           "mean ± s.d. (sample, ddof=1), " +
+           (f"memory N = {memory}" if memory else "no memory"), "",
+           "| test | task | what | ours (%) | paper (%) | episodes | runs |",
+           "|---|---|---|---|---|---|---|"]
+  for row in table["rows"]:
+    ours = (f"{row['ours']} ± {row['ours_sd']}" if row["ours_sd"] is not None
+            else f"{row['ours']}")
+    lines.append(f"| {row['test']} | {row['task']} | {row['what']} | "
+                 f"{ours} | {row['paper']} | {row['count']} | "
+                 f"{row['runs']} |")
+  lines += ["", "| run | step | lesson reached | ours (%) |",
+            "|---|---|---|---|"]
+  for run in table["runs"]:
+    lines.append(f"| {run['name']} | {run['step']} | "
+                 f"{run['lesson_reached']} | "
+                 f"{', '.join(str(v) for v in run['ours'])} |")
+  return "\n".join(lines) + "\n"
+
+
 def eval_main(argv: Optional[List[str]] = None) -> int:
   parser = argparse.ArgumentParser(prog="dnc-graph-eval",
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("--checkpoint", required=True,
                       help="a dnc-graph-train run folder (or a "
-                      "parameters-only copy)")
+                      "parameters-only copy); several, comma-separated, "
+                      "for mean ± s.d. over runs of one task")
   parser.add_argument("--test", required=True, choices=TESTS)
   parser.add_argument("--episodes", type=int, default=200,
                       help="episodes (underground traversal, lessons)")
@@ -224,8 +323,15 @@ def eval_main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", default=None,
                       help="folder for the JSON and Markdown tables "
-                      "(default: the run folder)")
+                      "(default: the run folder; required with several "
+                      "runs)")
   args = parser.parse_args(argv)
+  checkpoints = [c for c in args.checkpoint.split(",") if c]
+  if not checkpoints:
+    parser.exit(2, "dnc-graph-eval: error: --checkpoint names no run\n")
+  if len(checkpoints) > 1 and not args.out:
+    parser.exit(2, "dnc-graph-eval: error: several runs need --out (a "
+                "folder for the aggregated table)\n")
   if args.episodes < 1:
     parser.exit(2, f"dnc-graph-eval: error: --episodes must be >= 1, got "
                 f"{args.episodes}\n")
@@ -233,14 +339,25 @@ def eval_main(argv: Optional[List[str]] = None) -> int:
     parser.exit(2, f"dnc-graph-eval: error: --memory-size must be >= 1, "
                 f"got {args.memory_size}\n")
   try:
-    run = load_run(args.checkpoint)
-    table = evaluate(run, args.test, args.episodes, args.memory_size,
-                     args.seed)
-    out = pathlib.Path(args.out or args.checkpoint)
+    if len(checkpoints) == 1:
+      run = load_run(checkpoints[0])
+      table = evaluate(run, args.test, args.episodes, args.memory_size,
+                       args.seed)
+    else:
+      names = _run_names(checkpoints)
+      runs = []
+      for name, checkpoint in zip(names, checkpoints):
+        try:
+          runs.append(load_run(checkpoint))
+        except (CheckpointError, ValueError, KeyError) as error:
+          raise ValueError(f"run {name}: {error}") from error
+      table = evaluate_runs(runs, names, args.test, args.episodes,
+                            args.memory_size, args.seed)
+    out = pathlib.Path(args.out or checkpoints[0])
     make_run_folder(out)
   except (CheckpointError, ValueError, KeyError) as error:
     parser.exit(2, f"dnc-graph-eval: error: {error}\n")
-  text = markdown(table)
+  text = markdown(table) if len(checkpoints) == 1 else markdown_runs(table)
   (out / f"graph-{args.test}.json").write_text(json.dumps(table, indent=2))
   (out / f"graph-{args.test}.md").write_text(text)
   print(text, end="")

@@ -289,3 +289,48 @@ def test_init_from_another_task_starts_from_its_parameters(tmp_path, capsys):
     graph_cli.main(["--out", str(out), "--resume", "--init-from",
                     str(source)])
   assert "--init-from starts a new run" in capsys.readouterr().err
+
+
+def test_eval_command_aggregates_runs_trained_separately(tmp_path, capsys):
+  # Graph tasks do not sweep in one program; runs trained one by one are
+  # aggregated by dnc-graph-eval: mean ± sample s.d. over the runs.
+  runs = [tmp_path / "trav-0", tmp_path / "trav-1"]
+  for seed, out in enumerate(runs):
+    assert graph_cli.main(["--task", "traversal", "--steps", "2", "--seed",
+                           str(seed), "--out", str(out)] + TINY) == 0
+  capsys.readouterr()
+  joined = ",".join(str(r) for r in runs)
+  with pytest.raises(SystemExit) as exit_info:  # Where would it go?
+    graph_eval.eval_main(["--checkpoint", joined, "--test", "lessons"])
+  assert exit_info.value.code == 2
+  assert "--out" in capsys.readouterr().err
+  out = tmp_path / "eval"
+  assert graph_eval.eval_main(["--checkpoint", joined, "--test", "lessons",
+                               "--episodes", "4", "--out", str(out)]) == 0
+  printed = capsys.readouterr().out
+  assert "mean ± s.d." in printed and "2 runs" in printed
+  assert "| trav-0 |" in printed and "| trav-1 |" in printed
+  table = json.loads((out / "graph-lessons.json").read_text())
+  assert (out / "graph-lessons.md").read_text() == printed
+  single = [graph_eval.evaluate(graph_cli.load_run(r), "lessons", 4)
+            for r in runs]
+  row = table["rows"][0]
+  values = [t["rows"][0]["ours"] for t in single]
+  assert row["per_run"] == values and row["runs"] == 2
+  assert row["ours"] == round(float(np.mean(values)), 1)
+  assert row["ours_sd"] == round(float(np.std(values, ddof=1)), 1)
+  assert f"| {row['ours']} ± {row['ours_sd']} |" in printed
+  assert [r["name"] for r in table["runs"]] == ["trav-0", "trav-1"]
+  assert not (runs[0] / "graph-lessons.json").exists()
+  # A run of another task: one line naming it.
+  odd = tmp_path / "family-run"
+  assert graph_cli.main(["--task", "inference", "--steps", "2", "--out",
+                         str(odd)] + TINY) == 0
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as exit_info:
+    graph_eval.eval_main(["--checkpoint", f"{joined},{odd}", "--test",
+                          "lessons", "--episodes", "4", "--out", str(out)])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert len(err.strip().splitlines()) == 1 and "run family-run" in err
+  assert "same task" in err

@@ -22,16 +22,14 @@ so ``--memory-size`` runs the same parameters with N slots; the Underground
 Several runs trained separately (graph tasks do not sweep in one program:
 their curricula diverge between members, see docs/scaling.md)::
 
-  for s in 0 1 2; do
-    dnc-graph-train --task traversal --preset cpu --seed $s \
-        --out runs/traversal-$s
-  done
-  dnc-graph-eval --checkpoint runs/traversal-0,runs/traversal-1,\
-runs/traversal-2 --test underground --out runs/traversal-eval
+  for s in 0 1 2; do dnc-graph-train --task traversal --preset cpu
+    --seed $s --out runs/trav-$s; done            # (one line)
+  dnc-graph-eval --checkpoint runs/trav-0,runs/trav-1,runs/trav-2
+    --test underground --out runs/trav-eval       # (one line)
 
 evaluate each run alike (same test, episodes and seed) and print one table
 whose "ours" column is the mean +- the sample standard deviation (ddof=1,
-like the paper's +- over 20 runs, Extended Data Tables 3-5) over the runs,
+like the paper's +- over runs, Extended Data Tables 3-5) over the runs,
 then one line per run (name, step, lesson reached, accuracy per row). On
 ``lessons`` a row averages the runs that reached that lesson (its ``runs``
 count says how many; one run has no s.d.). The runs must train the same

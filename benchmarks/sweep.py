@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import jax
 import numpy as np
@@ -81,39 +81,59 @@ def _time(step, state, batches):
 
 
 def measure(task, model, base: OptimizerConfig, members_count: int,
-            steps: int, batch_size: int) -> Dict:
-  """Times ``members_count`` members together and one after another."""
+            steps: int, batch_size: int, rounds: int = 3,
+            members_per_step: Optional[int] = None) -> Dict:
+  """Times ``members_count`` members together and one after another.
+
+  Both ways are compiled first, then timed in ``rounds`` alternating rounds
+  (together, one by one, together, ...) of ``steps`` steps per member; each
+  way's figure is its median round, so neither gains from running second
+  (on this CPU the same program timed second ran up to ~20% faster).
+  """
   members = sweep.make_members(base, list(range(members_count)), {})
   seq_per_step = batch_size * task.max_time
   row = {"members": members_count, "steps": steps, "batch": batch_size,
-         "time": task.max_time}
+         "time": task.max_time, "rounds": rounds,
+         "members_per_step": members_per_step}
   # Together: one program, S members.
   mesh = distributed.make_mesh(members_count, batch_size, 1)
   sample = sweep.MemberSampler(task, members, batch_size, mesh)
   batches = [sample(s) for s in range(steps + 1)]
   host = sweep.initial_members(model.init, members,
                                np.asarray(sample.one(0, 0).inputs))
-  step = sweep.make_sweep_step(model.apply, task, base, mesh)
+  step = sweep.make_sweep_step(model.apply, task, base, mesh,
+                               members_per_step)
   state = sweep.place_state(host, mesh)
   compile_s, state = _time(step, state, batches[:1])
-  seconds, _ = _time(step, state, batches[1:])
-  row.update(together_s=seconds, together_compile_s=compile_s)
   # One after another: one single-member program, each member in turn.
-  total, single_compile = 0.0, None
-  one_step = sweep.make_sweep_step(model.apply, task, base,
-                                   distributed.make_mesh(1, batch_size, 1))
+  one_mesh = distributed.make_mesh(1, batch_size, 1)
+  one_step = sweep.make_sweep_step(model.apply, task, base, one_mesh)
+  singles = []
   for m, member in enumerate(members):
-    one_mesh = distributed.make_mesh(1, batch_size, 1)
     one_sample = sweep.MemberSampler(task, [member], batch_size, one_mesh)
-    one_batches = [one_sample(s) for s in range(steps + 1)]
-    one_state = sweep.place_state(
-        jax.tree.map(lambda x, m=m: x[m:m + 1], host), one_mesh)
+    singles.append(([one_sample(s) for s in range(steps + 1)],
+                    sweep.place_state(jax.tree.map(
+                        lambda x, m=m: x[m:m + 1], host), one_mesh)))
+  single_compile = None
+  for m, (one_batches, one_state) in enumerate(singles):
     first, one_state = _time(one_step, one_state, one_batches[:1])
-    if single_compile is None:
-      single_compile = first
-    seconds, _ = _time(one_step, one_state, one_batches[1:])
-    total += seconds
-  row.update(sequential_s=total, sequential_compile_s=single_compile)
+    single_compile = first if single_compile is None else single_compile
+    singles[m] = (one_batches, one_state)
+  together_rounds, sequential_rounds = [], []
+  for _ in range(rounds):
+    seconds, state = _time(step, state, batches[1:])
+    together_rounds.append(seconds)
+    total = 0.0
+    for m, (one_batches, one_state) in enumerate(singles):
+      seconds, one_state = _time(one_step, one_state, one_batches[1:])
+      singles[m] = (one_batches, one_state)
+      total += seconds
+    sequential_rounds.append(total)
+  row.update(together_s=float(np.median(together_rounds)),
+             together_compile_s=compile_s,
+             sequential_s=float(np.median(sequential_rounds)),
+             sequential_compile_s=single_compile)
+  total = row["sequential_s"]
   work = members_count * steps
   row.update(
       together_member_steps_per_s=work / row["together_s"],
@@ -158,6 +178,11 @@ def main(argv=None):
   parser.add_argument("--hidden-size", type=int, default=None)
   parser.add_argument("--memory-size", type=int, default=None)
   parser.add_argument("--word-size", type=int, default=None)
+  parser.add_argument("--members-per-step", type=int, default=None,
+                      help="members stepped at once (default: the trainer's "
+                      "choice, sweep.auto_members_per_step; 0: all)")
+  parser.add_argument("--rounds", type=int, default=3,
+                      help="alternating timed rounds per way (median)")
   parser.add_argument("--json", default=None, help="write the rows here")
   args = parser.parse_args(argv)
   fields = {f: getattr(args, f) for f in ("hidden_size", "memory_size",
@@ -179,12 +204,17 @@ def main(argv=None):
                                    **settings["model"]))
     base = OptimizerConfig(**settings["optimizer"])
   batch_size = args.batch_size or settings["loop"]["batch_size"]
+  per_step = (sweep.auto_members_per_step(settings["model"])
+              if args.members_per_step is None
+              else (args.members_per_step or None))
   print(f"{args.task}/{args.preset}: model {settings['model']}, batch "
         f"{batch_size}, T {task.max_time}, {args.steps} timed steps per "
-        f"member, backend {jax.default_backend()}", flush=True)
+        f"member, backend {jax.default_backend()}, members per step "
+        f"{per_step or 'all'}", flush=True)
   rows = []
   for count in [int(s) for s in args.members.split(",")]:
-    rows.append(measure(task, model, base, count, args.steps, batch_size))
+    rows.append(measure(task, model, base, count, args.steps, batch_size,
+                        args.rounds, per_step))
     print(f"S={count}: speed-up {rows[-1]['speedup']:.2f}x", flush=True)
   print(table(rows))
   if args.json:

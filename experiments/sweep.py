@@ -170,8 +170,50 @@ def initial_members(init_fn: Callable, members: Sequence[Member], inputs
   return _stack(states)
 
 
+def _over_members(one: Callable, per_step: Optional[int] = None
+                  ) -> Callable:
+  """``one`` over a device's leading member axis.
+
+  All members at once (``vmap``) unless ``per_step`` is smaller than the
+  member count: then ``per_step`` at a time, in a loop inside the program
+  (``jax.lax.map``). A single member is called directly, since a batch
+  dimension of size one turns every product into a batched product.
+  """
+  vmapped = jax.vmap(one)
+
+  def run(state, batch):
+    count = jax.tree.leaves(state)[0].shape[0]  # Static under tracing.
+    if count == 1:
+      first = lambda tree: jax.tree.map(lambda x: x[0], tree)
+      state, metrics = one(first(state), first(batch))
+      return jax.tree.map(lambda x: x[None], (state, metrics))
+    if per_step is None or per_step >= count:
+      return vmapped(state, batch)
+    return jax.lax.map(lambda pair: one(*pair), (state, batch),
+                       batch_size=per_step)
+
+  return run
+
+
+def auto_members_per_step(model: Dict[str, Any]) -> Optional[int]:
+  """Members per step for a sweep of ``model`` (its settings) here.
+
+  On the CPU, members of a model with a large memory (N >= 128) run one
+  at a time inside the program: one member's batch already fills the cores
+  and S members' stacked link residuals multiply the memory traffic (dnc1
+  at bAbI length: 4 members vmapped ran at 0.83x one after another, in a
+  loop 1.0x; a 16-slot model vmapped 1.4-1.5x;
+  ``benchmarks/results/cpu-sweep-2026-11-30-stop11.md``). Elsewhere all
+  members at once (``None``).
+  """
+  if jax.default_backend() == "cpu" and model.get("memory_size", 0) >= 128:
+    return 1
+  return None
+
+
 def make_sweep_step(apply_fn: Callable, task, base: OptimizerConfig,
-                    mesh: Mesh) -> Callable:
+                    mesh: Mesh, members_per_step: Optional[int] = None
+                    ) -> Callable:
   """``step(state, batch) -> (state, metrics)`` over ``mesh``, jit-compiled.
 
   ``state`` has a leading member axis ``[M, ...]`` (sharded along
@@ -182,7 +224,7 @@ def make_sweep_step(apply_fn: Callable, task, base: OptimizerConfig,
   """
   optimizer = sweep_optimizer(base)(base)  # Values come from the state.
   one = make_train_step(apply_fn, task, optimizer, axis_name="data")
-  step = jax.shard_map(jax.vmap(one), mesh=mesh,
+  step = jax.shard_map(_over_members(one, members_per_step), mesh=mesh,
                        in_specs=(P("model"), P("model", None, "data")),
                        out_specs=(P("model"), P("model")), check_vma=False)
   return jax.jit(step, donate_argnums=0)
@@ -311,7 +353,8 @@ def train_sweep(*, init_fn: Callable, apply_fn: Callable, task,
                 make_evaluate: Optional[Callable] = None,
                 resume: bool = False, stop_after: Optional[int] = None,
                 model_devices: Optional[int] = None,
-                progress: bool = True) -> Dict[str, Any]:
+                progress: bool = True,
+                members_per_step: Optional[int] = None) -> Dict[str, Any]:
   """Trains ``members`` together; returns the summary (see module doc).
 
   Args:
@@ -321,6 +364,9 @@ def train_sweep(*, init_fn: Callable, apply_fn: Callable, task,
     make_evaluate: ``make_evaluate(seed) -> evaluate(params) -> {name:
       value}``, each member's evaluation, at ``eval_every`` and the end.
     model_devices: devices along the mesh's ``model`` axis.
+    members_per_step: members a device steps at once (``None``: all, vmapped;
+      fewer run in a loop inside the program): see
+      :func:`auto_members_per_step`.
   """
   own = getattr(task, "make_train_step", None)
   if own is not None and own(None, None) is not None:
@@ -353,7 +399,8 @@ def train_sweep(*, init_fn: Callable, apply_fn: Callable, task,
     if primary:
       print(f"resumed the {len(members)}-member sweep from step {start}",
             flush=True)
-  step_fn = make_sweep_step(apply_fn, task, members[0].optimizer, mesh)
+  step_fn = make_sweep_step(apply_fn, task, members[0].optimizer, mesh,
+                            members_per_step)
   evaluators = ([make_evaluate(m.seed) for m in members]
                 if make_evaluate else None)
   log = MetricsLog(out / "metrics.jsonl")
@@ -481,7 +528,9 @@ def run_bit_sweep(settings: Dict[str, Any], task_name: str, out_dir,
                      run_record=record,
                      make_evaluate=make_evaluate if evaluate else None,
                      resume=resume, stop_after=stop_after,
-                     model_devices=model_devices, progress=progress)
+                     model_devices=model_devices, progress=progress,
+                     members_per_step=auto_members_per_step(
+                         settings["model"]))
 
 
 def run_babi_sweep(settings: Dict[str, Any], out_dir,
@@ -530,7 +579,9 @@ def run_babi_sweep(settings: Dict[str, Any], out_dir,
                      loop_config=loop_config, out_dir=out,
                      run_record=record, make_evaluate=make_evaluate,
                      resume=resume, stop_after=stop_after,
-                     model_devices=model_devices, progress=progress)
+                     model_devices=model_devices, progress=progress,
+                     members_per_step=auto_members_per_step(
+                         settings["model"]))
 
 
 def run_sweep(settings: Dict[str, Any], task_name: str, out_dir,

@@ -1,5 +1,7 @@
 """The benchmark helpers that are not timings: HLO loop counting."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 
@@ -77,3 +79,17 @@ def test_hugepages_adds_the_malloc_tunable_once():
       "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1")
   assert with_hugepages("glibc.malloc.hugetlb=0:x=1") == (
       "x=1:glibc.malloc.hugetlb=1")
+
+
+def test_sweep_benchmark_alternates_rounds_and_writes_rows(tmp_path, capsys):
+  from benchmarks import sweep as sweep_bench  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "rows.json"
+  sweep_bench.main(["--members", "1,2", "--steps", "1", "--rounds", "2",
+                    "--hidden-size", "8", "--memory-size", "4",
+                    "--word-size", "4", "--json", str(out)])
+  rows = json.loads(out.read_text())
+  assert [r["members"] for r in rows] == [1, 2]
+  for r in rows:
+    assert r["rounds"] == 2 and r["together_s"] > 0 and r["sequential_s"] > 0
+    assert r["speedup"] == r["sequential_s"] / r["together_s"]
+  assert "| S |" in capsys.readouterr().out

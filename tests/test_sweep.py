@@ -87,6 +87,41 @@ def test_vmapped_kernel_step_equals_separate_member_steps():
   assert not np.allclose(p[0], p[1]) and not np.allclose(p[0], p[2])
 
 
+def test_members_in_a_loop_equal_members_vmapped():
+  """members_per_step 1 and 2 (a loop inside the program, the CPU's choice
+  for large memories) give the all-at-once step's values; a single member
+  is stepped without vmap."""
+  task, model = _setup("fused")
+  members = _members()
+  mesh = distributed.make_mesh(len(members), 4, 1)
+  sample = sweep.MemberSampler(task, members, 4, mesh)
+  host = sweep.initial_members(model.init, members,
+                               np.asarray(sample.one(3, 0).inputs))
+  results = {}
+  for per_step in (None, 1, 2):
+    step = sweep.make_sweep_step(model.apply, task, members[0].optimizer,
+                                 mesh, per_step)
+    state = sweep.place_state(host, mesh)
+    for s in range(2):
+      state, metrics = step(state, sample(s))
+    results[per_step] = (_flat(jax.device_get(state).params),
+                         np.asarray(metrics["loss"]))
+  for per_step in (1, 2):
+    np.testing.assert_allclose(results[per_step][0], results[None][0],
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(results[per_step][1], results[None][1],
+                               rtol=1e-6)
+  loops = {per_step: sweep.make_sweep_step(
+      model.apply, task, members[0].optimizer, mesh, per_step).lower(
+          sweep.place_state(host, mesh), sample(0)).as_text().count("while")
+           for per_step in (None, 1)}
+  assert loops[1] > loops[None]  # One member at a time: a loop around it.
+  assert sweep.auto_members_per_step({"memory_size": 16}) is None
+  assert sweep.auto_members_per_step({"hidden_size": 512}) is None
+  expected = 1 if jax.default_backend() == "cpu" else None
+  assert sweep.auto_members_per_step({"memory_size": 256}) == expected
+
+
 def test_sweep_optimizer_matches_the_plain_optimizer():
   """Traced hyper-parameters give the update of make_optimizer's chain."""
   task, model = _setup("xla")

@@ -112,6 +112,7 @@ def _usage_with_gradient(prev_usage, prev_write_weights, free_gates,
           * addressing.retention(free_gates, prev_read_weights))
 
 
+@pytest.mark.slow
 def test_gradients_float64(monkeypatch):
   # Dropout on with a fixed key (a fixed mask); no gradient clipping, whose
   # clipped backward pass is not the forward's derivative either.
@@ -141,6 +142,7 @@ def test_gradients_float64(monkeypatch):
               atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_brsdnc_preset_is_frankes_and_trains(tmp_path):
   preset = tasks.preset("babi", "brsdnc")
   assert preset["kind"] == "brsdnc"

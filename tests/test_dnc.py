@@ -226,8 +226,13 @@ def test_bad_inputs_raise_clear_errors():
     hk.transform(lambda: DNC({"output_size": 3})).init(None)
 
 
-@pytest.mark.parametrize("chunk,scan_unroll",
-                         [(1, 1), (4, 1), (7, 1), (50, 1), (None, 5), (4, 3)])
+# The default run keeps a chunk with a remainder and a scan unroll; the
+# rest of the grid is `slow` (CI time).
+@pytest.mark.parametrize("chunk,scan_unroll", [
+    pytest.param(1, 1, marks=pytest.mark.slow), (4, 1),
+    pytest.param(7, 1, marks=pytest.mark.slow),
+    pytest.param(50, 1, marks=pytest.mark.slow), (None, 5),
+    pytest.param(4, 3, marks=pytest.mark.slow)])
 def test_chunked_remat_unroll_equals_plain_unroll(chunk, scan_unroll):
   from dnc_jax import unroll
   config = CONFIGS["lstm"]

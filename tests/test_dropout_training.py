@@ -65,7 +65,8 @@ def models(kind, config):
           babi.one_hot_inputs(training.apply, V))
 
 
-@pytest.mark.parametrize("kind", ["dnc", "brsdnc"])
+@pytest.mark.parametrize(
+    "kind", ["dnc", pytest.param("brsdnc", marks=pytest.mark.slow)])
 def test_dropout_is_on_in_training_only(kind):
   config = tiny(bypass_dropout=0.5)
   assert uses_dropout(kind, config) and not uses_dropout(kind, tiny())
@@ -199,6 +200,7 @@ print("ok", summary["train"]["loss"])
 """
 
 
+@pytest.mark.slow
 def test_dropout_trains_data_parallel(tmp_path):
   data = write_fixture(tmp_path / "data")
   env = dict(os.environ,

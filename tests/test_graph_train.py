@@ -242,6 +242,7 @@ def test_bad_eval_input_is_one_named_error(tmp_path, capsys):
     graph_eval.untrained_run("maze")
 
 
+@pytest.mark.slow
 def test_init_from_another_task_starts_from_its_parameters(tmp_path, capsys):
   source = tmp_path / "traversal"
   assert graph_cli.main(["--task", "traversal", "--steps", "2", "--out",
@@ -291,6 +292,7 @@ def test_init_from_another_task_starts_from_its_parameters(tmp_path, capsys):
   assert "--init-from starts a new run" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_eval_command_aggregates_runs_trained_separately(tmp_path, capsys):
   # Graph tasks do not sweep in one program; runs trained one by one are
   # aggregated by dnc-graph-eval: mean ± sample s.d. over the runs.

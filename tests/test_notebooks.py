@@ -106,6 +106,7 @@ def test_walkthrough_shows_distributions(figures, monkeypatch):
   assert {"valid/perfect", "valid/bit_errors"} <= set(shown["eval_keys"])
 
 
+@pytest.mark.slow
 def test_allocation_notebook_shows_the_models_figures(figures, monkeypatch):
   shown = figures("02_dynamic_allocation.ipynb", monkeypatch)
   evaluation, stored = shown["evaluation"], shown["stored"]

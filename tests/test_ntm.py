@@ -299,6 +299,7 @@ def test_vmap_over_independent_runs_matches_each_run():
                         single(params, xs[i]), **TOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("remat_chunk", [6])  # 3 chunks and a remainder
 def test_works_with_chunked_remat_unroll(remat_chunk):
   config = _config()

@@ -217,6 +217,7 @@ def test_interrupted_sweep_resumes_bitwise(tmp_path):
   assert "valid/bit_errors:" in out.stdout and "±" in out.stdout
 
 
+@pytest.mark.slow
 def test_plot_draws_a_sweep_member(tmp_path, capsys):
   """dnc-plot --member M draws member M of a sweep's one checkpoint."""
   from experiments import plot
@@ -286,6 +287,7 @@ def _two_processes(out, steps, stop):
   return logs
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one(tmp_path):
   """Two localhost processes (gloo), each feeding half of every batch,
   stop at step 2, resume to 4: the parameters of one process's run."""

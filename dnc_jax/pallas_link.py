@@ -12,8 +12,8 @@ for ``prev_link [*B, H, N, N]``, ``prev_precedence [*B, H, N]``,
 ``(link [*B, H, N, N], forward [*B, R, H, N], backward [*B, R, H, N])``.
 
 Why: on a GPU the step is bound by the traffic over the ``N × N`` link, and
-the XLA composition reads it several times (the update, then each
-contraction; its VJP more). Here the forward pass is one ``pallas_call``
+the XLA composition may read it several times (the update, then each
+contraction, unless XLA fuses them; its VJP more). Here the forward pass is one ``pallas_call``
 that reads each tile of ``L_{t-1}`` once and writes the tile of ``L_t``,
 accumulating the tile's share of ``f`` and ``b`` from the tile it just
 computed, while it is in registers. The grid is batch × write heads ×

@@ -161,9 +161,13 @@ def test_pallas_is_a_backend_and_a_config_value():
 
 
 def test_memory_step_equals_the_xla_path():
+  """With the options of docs/maths.md §8 too (they run on XLA around it)."""
   b, n, w, r, h = 2, 6, 3, 2, 2
   rng = np.random.default_rng(5)
-  iface = random_interface(rng, b, r, h, w)
+  iface = random_interface(rng, b, r, h, w)._replace(
+      read_masks=rng.uniform(size=(b, r, w)),
+      write_masks=rng.uniform(size=(b, h, w)),
+      link_sharpness=1.0 + rng.uniform(size=(b, r, 2 * h)))
   state = random_state(rng, b, n, w, r, h)
 
   @functools.partial(jax.jit, static_argnums=0)
@@ -219,7 +223,7 @@ def test_dnc_unrolled_under_pallas_equals_xla():
   x = jnp.asarray(np.random.default_rng(6).normal(size=(3, 2, 4)))
   model, loss_xla = dnc_loss("xla")
   _, loss_pallas = dnc_loss("pallas")
-  params = model.init(jax.random.PRNGKey(0), x)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), x)
   want, grad_want = jax.jit(jax.value_and_grad(loss_xla))(params, x)
   got, grad_got = jax.jit(jax.value_and_grad(loss_pallas))(params, x)
   np.testing.assert_allclose(got, want, atol=1e-12, rtol=0)

@@ -51,6 +51,7 @@ uses). Its speed on a GPU against the XLA path has not been measured yet:
 from __future__ import annotations
 
 import functools
+import math
 from typing import Optional, Tuple
 
 import jax
@@ -69,9 +70,10 @@ LINK_STEP_DIMS = {
 }
 
 # Tile side on the GPU: the backward kernel holds about four T × T tiles at
-# once; at T = 64 that is 64 float32 values per thread of 4 warps, which
-# stays in registers. Not tuned (no GPU was available to us);
-# benchmarks/gpu_link.py takes --block to try others.
+# once; at T = 64 each is 32 float32 values per thread of 4 warps (128
+# threads), about 128 registers for the four, within the 255 a thread may
+# use. Not tuned (no GPU was available to us); benchmarks/gpu_link.py takes
+# --block to try others.
 DEFAULT_BLOCK_SIZE = 64
 
 
@@ -137,12 +139,12 @@ def link_step(prev_link: jax.Array, prev_precedence: jax.Array,
                      f"{block_size!r}")
   lead = sizes["..."][0]
   h, n, r = sizes["H"][0], sizes["N"][0], sizes["R"][0]
-  flat = (-1,) if lead else (1,)
+  flat = (math.prod(lead),)  # The kernels take one batch axis.
   link, forward, backward = _link_step(
-      prev_link.reshape(flat + (h, n, n)),
-      prev_precedence.reshape(flat + (h, n)),
-      write_weights.reshape(flat + (h, n)),
-      prev_read_weights.reshape(flat + (r, n)),
+      jnp.reshape(prev_link, flat + (h, n, n)),
+      jnp.reshape(prev_precedence, flat + (h, n)),
+      jnp.reshape(write_weights, flat + (h, n)),
+      jnp.reshape(prev_read_weights, flat + (r, n)),
       interpret, min(block, _next_power_of_two(n)))
   return (link.reshape(lead + (h, n, n)), forward.reshape(lead + (r, h, n)),
           backward.reshape(lead + (r, h, n)))

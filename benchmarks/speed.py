@@ -332,8 +332,9 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--backends", default="auto",
-                      help="memory backends to time: auto, xla, fused "
-                      "(auto: the fused kernel on CPU, XLA on GPU)")
+                      help="memory backends to time: auto, xla, fused, "
+                      "pallas (auto: the fused kernel on CPU, XLA on GPU; "
+                      "pallas: the dense link step as Pallas kernels)")
   parser.add_argument("--scan-unrolls", default="1",
                       help="steps per scan iteration to time, e.g. 1,8")
   parser.add_argument("--remat-chunk", default="auto",

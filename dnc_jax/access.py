@@ -62,7 +62,11 @@ def memory_step(interface: MemoryInterface, prev_state: AccessState, *,
       link, the kernel does all but the link, whose ``O(N·K)`` update and
       reads are composed around it); ``"auto"`` takes the kernels where the
       step runs on a CPU and they support it, and XLA elsewhere (see
-      :mod:`dnc_jax.backend`). Values and gradients agree.
+      :mod:`dnc_jax.backend`); ``"pallas"`` is the XLA path with the dense
+      link's update and directional weightings as the Pallas kernels of
+      :mod:`dnc_jax.pallas_link` (compiled on a GPU, interpreted
+      elsewhere; other link kinds stay on XLA). Values and gradients
+      agree.
     deallocation: scale the memory by the retention ``ψ`` before the write
       (``docs/maths.md`` §8.2). This and the interface's ``read_masks``,
       ``write_masks`` and ``link_sharpness`` (§8.1, §8.3: used when not
@@ -108,7 +112,8 @@ def _memory_step(interface: MemoryInterface, prev_state: AccessState,
   if options and backend == "fused":
     raise ValueError(f"backend='fused': the fused memory step does not "
                      f"implement {', '.join(options)}; use 'auto' or 'xla'")
-  if backend == "xla" or options:
+  if backend in ("xla", "pallas") or options:
+    # "pallas": the XLA step, whose dense link step is the Pallas kernel.
     return xla_step(interface, prev_state)
   if link.fused:
     fused_step = fused.memory_step

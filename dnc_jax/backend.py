@@ -14,6 +14,16 @@ The ``backend`` argument of the pure functions (and
 * ``"fused"``: as ``"auto"``, except that the memory step insists on its
   fused kernel and raises where it cannot run (see
   :func:`dnc_jax.memory_step`).
+* ``"pallas"``: no CPU custom call (as ``"xla"``), except that the dense
+  link's update and directional weightings run as the Pallas kernels of
+  :mod:`dnc_jax.pallas_link`: compiled (Triton) on a GPU, in Pallas's
+  interpret mode (slow; for testing) on any other platform. The rest of
+  the memory step, and every other link kind, runs on the XLA path.
+
+``"auto"`` does not pick the Pallas kernels on a GPU: their speed against
+the XLA path has not been measured yet (no GPU was at hand when they were
+written). ``benchmarks/gpu_link.py`` measures it on a GPU; ``"auto"``
+should take them where it shows them faster (``docs/kernels.md``).
 
 See ``docs/maths.md`` §6 for where the kernels sit in a step.
 """
@@ -27,7 +37,7 @@ import numpy as np
 
 from dnc_jax import cpu_kernels
 
-BACKENDS = ("auto", "xla", "fused")
+BACKENDS = ("auto", "xla", "fused", "pallas")
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # Kernel stems; a target is a stem followed by the dtype suffix.
@@ -80,11 +90,12 @@ def kernels_available() -> bool:
 def use_kernels(backend: str, *floats) -> bool:
   """Whether a kernel call is issued for float operands ``floats``.
 
-  ``False`` for ``"xla"``, for dtypes the kernels do not take, and where
-  the kernels could not be built. Decided at trace time from static dtypes.
+  ``False`` for ``"xla"`` and ``"pallas"`` (neither issues a CPU custom
+  call), for dtypes the kernels do not take, and where the kernels could
+  not be built. Decided at trace time from static dtypes.
   """
   check_backend(backend)
-  if backend == "xla":
+  if backend in ("xla", "pallas"):
     return False
   return kernel_dtype_ok(*floats) and kernels_available()
 

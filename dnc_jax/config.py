@@ -11,7 +11,7 @@ import numpy as np
 CONTROLLERS = ("lstm", "deep_lstm", "feedforward")
 STRENGTH_SQUASHES = ("oneplus", "softplus")
 LINK_STORAGES = ("dense", "indexed")
-MEMORY_BACKENDS = ("auto", "xla", "fused")
+MEMORY_BACKENDS = ("auto", "xla", "fused", "pallas")
 # Options of the memory step (Csordás & Schmidhuber, 2019); docs/maths.md §8.
 MEMORY_OPTIONS = ("content_masking", "deallocation", "link_sharpness")
 # Csordás & Schmidhuber's variants as DNCConfig fields: DNC-MD (masking and
@@ -89,7 +89,9 @@ class DNCConfig:
       paper's bAbI setting uses 10).
     memory_backend: how the memory step runs (see
       :func:`~dnc_jax.memory_step`): ``"auto"`` (the fused CPU kernel where
-      it applies, XLA elsewhere), ``"xla"`` or ``"fused"``.
+      it applies, XLA elsewhere), ``"xla"``, ``"fused"`` or ``"pallas"``
+      (XLA, with the dense link's step as the Pallas kernels of
+      :mod:`dnc_jax.pallas_link`; see :mod:`dnc_jax.backend`).
     content_masking: Csordás & Schmidhuber (2019): every read and write
       head also emits a mask ``m ∈ [0, 1]^W`` and compares its key with the
       memory only where the mask is open, ``C(M ∘ 1mᵀ, k ∘ m, β)``

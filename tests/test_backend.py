@@ -37,9 +37,12 @@ LINKS = {"no_links": dict(use_temporal_links=False),
          "truncated": dict(link_sparsity=4, link_storage="dense")}
 
 
+@pytest.mark.parametrize("memory_backend", ["xla", "pallas"])
 @pytest.mark.parametrize("links", ["no_links", "indexed"])
-def test_xla_backend_lowers_no_custom_call(links):
-  assert "custom_call" not in lowered_dnc_unroll("xla", **LINKS[links])
+def test_xla_backend_lowers_no_custom_call(links, memory_backend):
+  # "pallas" is XLA but for the dense link (tests/test_pallas_link.py).
+  assert "custom_call" not in lowered_dnc_unroll(memory_backend,
+                                                 **LINKS[links])
 
 
 @needs_kernels

@@ -93,3 +93,20 @@ def test_sweep_benchmark_alternates_rounds_and_writes_rows(tmp_path, capsys):
     assert r["rounds"] == 2 and r["together_s"] > 0 and r["sequential_s"] > 0
     assert r["speedup"] == r["sequential_s"] / r["together_s"]
   assert "| S |" in capsys.readouterr().out
+
+
+def test_gpu_link_benchmark_smoke_in_interpret_mode(tmp_path, capsys):
+  from benchmarks import gpu_link  # pylint: disable=g-import-not-at-top
+  if jax.default_backend() != "gpu":
+    # Without a GPU it refuses to time anything unless asked to interpret.
+    assert gpu_link.main([]) == 2
+    assert "no GPU here" in capsys.readouterr().err
+  out = tmp_path / "gpu_link.md"
+  assert gpu_link.main(["--interpret", "--sizes", "8", "--repeats", "1",
+                        "--out", str(out)]) == 0
+  rows = [line for line in out.read_text().splitlines()
+          if line.startswith("| 8 |")]
+  assert [row.split("|")[2].strip() for row in rows] == [
+      "forward", "forward + VJP"]
+  for row in rows:  # The two paths agree (last column: max abs diff).
+    assert float(row.split("|")[-2]) < 1e-5

@@ -16,7 +16,8 @@ from dnc_jax import (DNC, DNCConfig, MemoryAccess, cpu_kernels, fused,
 from dnc_jax.links import indexed
 
 B, N, W, R, H = 2, 6, 3, 2, 1
-BACKENDS = ["xla", "auto"] + (["fused"] if cpu_kernels.compiler() else [])
+BACKENDS = ["xla", "auto", "pallas"] + (["fused"] if cpu_kernels.compiler()
+                                        else [])
 
 
 def case(seed=0):
@@ -151,7 +152,7 @@ def test_link_functions_name_the_mismatched_operand(backend):
   with pytest.raises(ValueError, match="read-out: content"):
     indexed.read_out(indices, values, read, read[:1], modes, memory,
                      backend=backend)
-  if backend != "xla" and cpu_kernels.compiler():
+  if backend not in ("xla", "pallas") and cpu_kernels.compiler():
     with pytest.raises(ValueError, match="indices must be int32"):
       indexed.update(indices.astype(np.int64), values, prec, write,
                      backend=backend)

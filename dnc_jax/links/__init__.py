@@ -115,7 +115,9 @@ def step(link: Link, linkage, write_weights: jax.Array,
     content: ``[B, R, N]`` this step's content read weights.
     read_modes: ``[B, R, 1 + 2H]`` (``None`` without links).
     memory: ``[B, N, W]`` after this step's write.
-    backend: ``"auto"``, ``"xla"`` or ``"fused"`` (:mod:`dnc_jax.backend`).
+    backend: ``"auto"``, ``"xla"``, ``"fused"`` or ``"pallas"``
+      (:mod:`dnc_jax.backend`; only the dense kind has a Pallas step, the
+      others take their XLA path under ``"pallas"``).
     sharpness: ``None``, or ``[B, R, 2H]`` exponents that sharpen the
       forward and backward weightings (``docs/maths.md`` §8.3); the dense
       and truncated kinds only.

@@ -3,7 +3,9 @@
 ``O(N²)`` memory and work per step and head. The fused CPU kernel computes
 this kind inside the memory step; on the XLA path the update and the
 directional weightings are :func:`dnc_jax.addressing.link_step`, whose
-hand-written VJP keeps only the previous link.
+hand-written VJP keeps only the previous link; with ``backend="pallas"``
+they are :func:`dnc_jax.pallas_link.link_step_for_platform`, the same maths
+as Pallas kernels.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-from dnc_jax import addressing, operands
+from dnc_jax import addressing, operands, pallas_link
 from dnc_jax.types import TemporalLinkageState
 
 NAME = "dense"
@@ -64,10 +66,15 @@ def step(linkage: TemporalLinkageState, write_weights: jax.Array,
          read_modes: jax.Array, memory: jax.Array, *, k: Optional[int],
          backend: str, sharpness: Optional[jax.Array] = None):
   """The link update and the read-out; see :func:`dnc_jax.links.step`."""
-  del k, backend  # No kernel of its own: the fused step computes it whole.
+  del k
   precedence = addressing.precedence_update(linkage.precedence_weights,
                                             write_weights)
-  link, forward, backward = addressing.link_step(
+  # "pallas": the Pallas kernels (compiled on a GPU, interpreted elsewhere).
+  # Otherwise XLA's; with "auto"/"fused" on a CPU the fused step computes
+  # this kind whole and this function is its XLA fallback.
+  link_step = (pallas_link.link_step_for_platform if backend == "pallas"
+               else addressing.link_step)
+  link, forward, backward = link_step(
       linkage.link, linkage.precedence_weights, write_weights,
       prev_read_weights)
   return (TemporalLinkageState(link, precedence),

@@ -5,6 +5,7 @@ Commands::
   dnc-graph-eval --checkpoint runs/traversal --test underground
   dnc-graph-eval --checkpoint runs/inference --test family
   dnc-graph-eval --checkpoint runs/traversal --test lessons
+  dnc-graph-eval --checkpoint runs/inference --test errors
   dnc-graph-plot --checkpoint runs/traversal        # Fig. 3-style PNGs
   dnc-graph-plot --untrained traversal --out /tmp   # a tiny untrained DNC
   dnc-graph-memory --checkpoint runs/traversal      # Extended Data Fig. 2
@@ -15,7 +16,8 @@ folder (or ``--out``). Tests: ``underground`` (traversal: random 7-step
 walks, paper 98.8%; shortest path: every 4-step path, paper 55.3%),
 ``family`` (inference: every 4-step relation of the family tree, paper
 81.8% of queries), ``lessons`` (accuracy on each lesson up to the one
-reached, with the pass mark). Memory is not a parameter shape of this DNC,
+reached, with the pass mark), ``errors`` (traversal and inference: where
+the answers on the lesson reached go wrong, see :func:`answer_errors`). Memory is not a parameter shape of this DNC,
 so ``--memory-size`` runs the same parameters with N slots; the Underground
 (192 triples) and family (120) tests use at least 256 and 128 by default.
 
@@ -56,14 +58,15 @@ from experiments.graphs.tasks import Lesson
 from experiments.loop import make_run_folder
 from experiments.tasks import graph
 
-TESTS = ("underground", "family", "lessons")
+TESTS = ("underground", "family", "lessons", "errors")
 # The paper's figures (Graves et al. 2016, main text).
 PAPER = {("underground", "traversal"): 98.8,
          ("underground", "shortest_path"): 55.3,
          ("family", "inference"): 81.8}
 TEST_TASKS = {"underground": ("traversal", "shortest_path"),
               "family": ("inference",),
-              "lessons": graph.TASKS}
+              "lessons": graph.TASKS,
+              "errors": ("traversal", "inference")}
 MIN_MEMORY = {"underground": 256, "family": 128}
 
 
@@ -179,6 +182,149 @@ def lesson_rows(ev: Evaluator, rng: np.random.Generator,
   return rows
 
 
+def _description_nodes(inputs: np.ndarray, b: int) -> set:
+  """Node labels of episode ``b``'s graph, read back from its description
+  (the non-blank triples before the first phase pulse)."""
+  x = inputs[:, b]
+  pulses = np.nonzero(x[:, encoding.TRIPLE_SIZE] > 0)[0]
+  nodes = set()
+  for t in range(pulses[0] if len(pulses) else len(x)):
+    if np.any(x[t, :encoding.TRIPLE_SIZE]):
+      source, _, destination = encoding.decode_triple(x[t])
+      nodes.update((source, destination))
+  nodes.discard(encoding.BLANK)
+  return nodes
+
+
+def answer_errors(logits, batch, group=None) -> Dict[str, Any]:
+  """Counts of where a batch's answers go wrong (modal prediction).
+
+  Every answer step but the terminations is one answer; its predicted
+  triple (source, edge label, destination) is compared field by field
+  with the target, and a wrong destination is checked against the nodes of
+  the episode's own graph (read from its description). A query is a
+  contiguous run of answer steps, termination included.
+
+  Args:
+    logits: ``[T, B, 90]``.
+    batch: a :class:`~experiments.graphs.tasks.GraphBatch`.
+    group: ``group(position, target triple) -> key`` for the per-group
+      accuracy (``position`` counts a query's answers from 1); default the
+      position.
+  Returns:
+    ``{"answers", "right", "terminations", "terminations_right",
+    "queries", "queries_right", "wrong_field": [source, edge,
+    destination] counts over wrong answers, "not_a_node": wrong answers
+    whose destination is no node of the graph, "groups": {key: [right,
+    count]}}``.
+  """
+  group = group or (lambda position, target: position)
+  predicted = encoding.modal_digits(logits)
+  wanted = encoding.modal_digits(batch.targets)
+  mask = np.asarray(batch.mask) > 0
+  inputs = np.asarray(batch.inputs)
+  term = np.asarray([encoding.label_digits(l) for l in encoding.TERMINATION]
+                    ).reshape(9)
+  out = {"answers": 0, "right": 0, "terminations": 0,
+         "terminations_right": 0, "queries": 0, "queries_right": 0,
+         "wrong_field": [0, 0, 0], "not_a_node": 0, "groups": {}}
+  for b in range(mask.shape[1]):
+    steps = np.nonzero(mask[:, b])[0]
+    if not len(steps):
+      continue
+    nodes = _description_nodes(inputs, b)
+    for run in np.split(steps, np.nonzero(np.diff(steps) > 1)[0] + 1):
+      out["queries"] += 1
+      query_right = True
+      position = 0
+      for t in run:
+        fields_right = np.all(
+            (predicted[t, b] == wanted[t, b]).reshape(3, 3), -1)
+        right = bool(np.all(fields_right))
+        query_right &= right
+        if np.array_equal(wanted[t, b], term):
+          out["terminations"] += 1
+          out["terminations_right"] += right
+          continue
+        position += 1
+        target = encoding.decode_triple(batch.targets[t, b])
+        counts = out["groups"].setdefault(group(position, target), [0, 0])
+        counts[0] += right
+        counts[1] += 1
+        out["answers"] += 1
+        out["right"] += right
+        if not right:
+          for field in range(3):
+            out["wrong_field"][field] += int(not fields_right[field])
+          digits = predicted[t, b, 6:]
+          label = int(digits[0] * 100 + digits[1] * 10 + digits[2])
+          out["not_a_node"] += label not in nodes
+      out["queries_right"] += query_right
+  return out
+
+
+def _merge_errors(total: Dict[str, Any], part: Dict[str, Any]):
+  for key, value in part.items():
+    if key == "wrong_field":
+      total[key] = [a + b for a, b in zip(total.get(key, [0, 0, 0]), value)]
+    elif key == "groups":
+      for g, (right, count) in value.items():
+        old = total.setdefault(key, {}).setdefault(g, [0, 0])
+        old[0] += right
+        old[1] += count
+    else:
+      total[key] = total.get(key, 0) + value
+
+
+def error_rows(ev: Evaluator, rng: np.random.Generator,
+               episodes: int) -> List[Dict[str, Any]]:
+  """:func:`answer_errors` over ``episodes`` episodes of the lesson the
+  run reached, as table rows (each a percentage of what it counts)."""
+  name = ev.run.task_name
+  lesson = int(ev.run.curriculum.get("lesson", 1))
+  task = curriculum.Curriculum(name, lesson).task(lesson, pad=False)
+  if name == "inference":
+    # By length, and apart the relations that repeat an edge label (the
+    # walk must then take the same label twice, from two nodes).
+    kinds = {label: f"relation length {len(seq)}" + (
+        ", an edge label repeated" if len(set(seq)) < len(seq) else "")
+             for label, seq in task.relations.items()}
+    group = lambda position, target: kinds[target[1]]
+  else:
+    group = lambda position, target: f"step {position} of the walk"
+  total: Dict[str, Any] = {}
+  done = 0
+  while done < episodes:
+    size = min(50, episodes - done)
+    batch = task.sample(rng, size)
+    _merge_errors(total, answer_errors(ev.logits(batch.inputs), batch,
+                                       group))
+    done += size
+  where = f"lesson {lesson}"
+  wrong = total["answers"] - total["right"]
+
+  def row(what, part, whole):
+    return {"test": "errors", "task": name, "what": f"{where}: {what}",
+            "ours": round(100 * part / whole, 1) if whole else None,
+            "paper": "-", "count": whole}
+
+  rows = [row("queries answered exactly", total["queries_right"],
+              total["queries"]),
+          row("answers right (termination steps apart)", total["right"],
+              total["answers"]),
+          row("termination steps right", total["terminations_right"],
+              total["terminations"])]
+  for field, label in enumerate(("source", "edge label", "destination")):
+    rows.append(row(f"wrong answers with a wrong {label}",
+                    total["wrong_field"][field], wrong))
+  rows.append(row("wrong answers naming no node of the graph",
+                  total["not_a_node"], wrong))
+  for key in sorted(total["groups"]):
+    right, count = total["groups"][key]
+    rows.append(row(f"answers right at {key}", right, count))
+  return rows
+
+
 def evaluate(run: LoadedRun, test: str, episodes: int = 200,
              memory_size: Optional[int] = None, seed: int = 0
              ) -> Dict[str, Any]:
@@ -199,6 +345,8 @@ def evaluate(run: LoadedRun, test: str, episodes: int = 200,
   rng = np.random.default_rng([seed, 2016])
   if test == "lessons":
     rows = lesson_rows(ev, rng, episodes)
+  elif test == "errors":
+    rows = error_rows(ev, rng, episodes)
   else:
     result = (underground_test if test == "underground" else
               family_test)(ev, rng, episodes)
@@ -212,13 +360,19 @@ def evaluate(run: LoadedRun, test: str, episodes: int = 200,
           "memory_size": ev.memory_size, "rows": rows}
 
 
+def _count(table: Dict[str, Any]) -> str:
+  """What a row's count counts: episodes, or (errors) queries and answers
+  (each row says which in its text)."""
+  return "count" if table["test"] == "errors" else "episodes"
+
+
 def markdown(table: Dict[str, Any]) -> str:
   """The table as Markdown."""
   lines = [f"{table['task']} ({table['kind']}), step {table['step']}, "
            f"lesson reached {table['lesson_reached']}, " +
            (f"memory N = {table['memory_size']}" if table["memory_size"]
             else "no memory"), "",
-           "| test | task | what | ours (%) | paper (%) | episodes |",
+           f"| test | task | what | ours (%) | paper (%) | {_count(table)} |",
            "|---|---|---|---|---|---|"]
   for row in table["rows"]:
     lines.append(f"| {row['test']} | {row['task']} | {row['what']} | "
@@ -257,6 +411,15 @@ def evaluate_runs(runs: Sequence[LoadedRun], names: Sequence[str],
           f"{names[0]} trains {runs[0].task_name!r} ({runs[0].kind}); "
           "all runs must be of the same task and model kind")
   tables = [evaluate(run, test, episodes, memory_size, seed) for run in runs]
+  if test == "errors":
+    # Its rows depend on the lesson reached (walk steps, relation lengths).
+    for name, table in zip(names[1:], tables[1:]):
+      if [r["what"] for r in table["rows"]] != [
+          r["what"] for r in tables[0]["rows"]]:
+        raise ValueError(
+            f"run {name} reached lesson {table['lesson_reached']} but run "
+            f"{names[0]} lesson {tables[0]['lesson_reached']}: the errors "
+            "test compares runs on one lesson")
   longest = max(tables, key=lambda t: len(t["rows"]))
   rows = []
   for i, template in enumerate(longest["rows"]):
@@ -264,7 +427,7 @@ def evaluate_runs(runs: Sequence[LoadedRun], names: Sequence[str],
               for t in tables]
     present = [v for v in values if v is not None]
     row = dict(template)
-    row["ours"] = round(float(np.mean(present)), 1)
+    row["ours"] = round(float(np.mean(present)), 1) if present else None
     row["ours_sd"] = (round(float(np.std(present, ddof=1)), 1)
                       if len(present) > 1 else None)
     row["runs"] = len(present)
@@ -288,7 +451,8 @@ def markdown_runs(table: Dict[str, Any]) -> str:
   lines = [f"{table['task']} ({table['kind']}), {len(table['runs'])} runs, "
            "mean ± s.d. (sample, ddof=1), " +
            (f"memory N = {memory}" if memory else "no memory"), "",
-           "| test | task | what | ours (%) | paper (%) | episodes | runs |",
+           f"| test | task | what | ours (%) | paper (%) | {_count(table)} "
+           "| runs |",
            "|---|---|---|---|---|---|---|"]
   for row in table["rows"]:
     ours = (f"{row['ours']} ± {row['ours_sd']}" if row["ours_sd"] is not None
@@ -314,7 +478,8 @@ def eval_main(argv: Optional[List[str]] = None) -> int:
                       "for mean ± s.d. over runs of one task")
   parser.add_argument("--test", required=True, choices=TESTS)
   parser.add_argument("--episodes", type=int, default=200,
-                      help="episodes (underground traversal, lessons)")
+                      help="episodes (underground traversal, lessons, "
+                      "errors)")
   parser.add_argument("--memory-size", type=int, default=None,
                       help="memory slots N at test time (default: the "
                       "run's, at least 256 Underground / 128 family)")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import graph_cli, graph_eval
-from experiments.graphs import curriculum
+from experiments.graphs import curriculum, encoding
 from experiments.tasks import PRESETS, base, graph
 
 # A tiny DNC and loop: a few steps of lesson 1 in seconds.
@@ -336,3 +336,73 @@ def test_eval_command_aggregates_runs_trained_separately(tmp_path, capsys):
   err = capsys.readouterr().err
   assert len(err.strip().splitlines()) == 1 and "run family-run" in err
   assert "same task" in err
+
+
+def _inference_batch(seed=0, episodes=4):
+  task = curriculum.Curriculum("inference", 1).task(1, pad=False)
+  return task, task.sample(np.random.default_rng(seed), episodes)
+
+
+def _set_field(logits, t, b, field, label):
+  """Point ``field`` (0 source, 1 edge, 2 destination) of step ``t``'s
+  prediction in episode ``b`` at ``label``."""
+  for position, digit in enumerate(encoding.label_digits(label)):
+    start = 30 * field + 10 * position
+    logits[t, b, start:start + 10] = 0.0
+    logits[t, b, start + digit] = 10.0
+
+
+def test_answer_errors_sorts_wrong_answers_by_field_and_node():
+  task, batch = _inference_batch()
+  logits = 10.0 * batch.targets  # The modal prediction is the target.
+  clean = graph_eval.answer_errors(logits, batch)
+  queries = 4 * 3  # Three queries per lesson-1 episode.
+  assert clean["queries"] == clean["queries_right"] == queries
+  assert clean["answers"] == clean["right"] == queries
+  assert clean["terminations"] == clean["terminations_right"] == queries
+  assert clean["wrong_field"] == [0, 0, 0] and clean["not_a_node"] == 0
+  steps = [np.nonzero(batch.mask[:, b])[0] for b in range(4)]
+  # Episode 0, first answer: a destination that is no node of its graph.
+  nodes = graph_eval._description_nodes(batch.inputs, 0)
+  stranger = next(l for l in range(999) if l not in nodes)
+  _set_field(logits, steps[0][0], 0, 2, stranger)
+  # Episode 3 too (two answers naming no node, one naming a node).
+  nodes = graph_eval._description_nodes(batch.inputs, 3)
+  _set_field(logits, steps[3][0], 3, 2,
+             next(l for l in range(999) if l not in nodes))
+  # Episode 1, first answer: another node of the graph as destination,
+  # and a wrong source.
+  t = steps[1][0]
+  source, _, destination = encoding.decode_triple(batch.targets[t, 1])
+  other = next(n for n in graph_eval._description_nodes(batch.inputs, 1)
+               if n != destination)
+  _set_field(logits, t, 1, 2, other)
+  _set_field(logits, t, 1, 0, (source + 1) % 999)
+  # Episode 2: its second query's termination step is wrong.
+  _set_field(logits, steps[2][3], 2, 1, 5)
+  lengths = {k: len(v) for k, v in task.relations.items()}
+  got = graph_eval.answer_errors(
+      logits, batch, lambda position, target: lengths[target[1]])
+  assert got["answers"] == queries and got["right"] == queries - 3
+  assert got["terminations_right"] == queries - 1
+  assert got["queries_right"] == queries - 4
+  assert got["wrong_field"] == [1, 0, 3] and got["not_a_node"] == 2
+  assert got["groups"] == {2: [queries - 3, queries]}
+
+
+def test_errors_test_reports_the_lesson_reached(tmp_path, capsys):
+  run = graph_eval.untrained_run("inference")
+  table = graph_eval.evaluate(run, "errors", episodes=6)
+  rows = {r["what"]: r for r in table["rows"]}
+  assert rows["lesson 1: queries answered exactly"]["count"] == 18
+  assert sum(r["count"] for what, r in rows.items() if what.startswith(
+      "lesson 1: answers right at relation length 2")) == 18
+  wrong = rows["lesson 1: wrong answers with a wrong destination"]
+  right = rows["lesson 1: answers right (termination steps apart)"]["ours"]
+  assert wrong["count"] == round(18 * (1 - right / 100))
+  walk = graph_eval.evaluate(graph_eval.untrained_run("traversal"), "errors",
+                             episodes=4)
+  assert any(r["what"] == "lesson 1: answers right at step 1 of the walk"
+             for r in walk["rows"])
+  with pytest.raises(ValueError, match="needs a run of traversal or inf"):
+    graph_eval.evaluate(graph_eval.untrained_run("shortest_path"), "errors")

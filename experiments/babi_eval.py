@@ -15,6 +15,14 @@ On a sweep (``dnc-train --task babi --seeds S``) every member is evaluated
 (the latest checkpoint: sweeps keep no best parameters) and the table gives
 each task's error as mean ± s.d. over the members, the best member's, and
 each member's failed tasks; ``--member M`` evaluates member ``M`` alone.
+
+``--beside T1.json,T2.json`` adds a second table: this run's error per task
+beside the tables another ``dnc-babi-eval`` wrote (``babi-<split>.json`` of
+other runs, same split), one column each, e.g. an NTM run beside a DNC1
+run at equal stories seen::
+
+  dnc-babi-eval --checkpoint runs/babi-ntm --data-dir .../en-10k \
+    --beside checkpoints/babi-dnc1/babi-valid.json
 """
 
 from __future__ import annotations
@@ -42,6 +50,59 @@ def load_params(run: pathlib.Path, init_fn, optimizer: OptimizerConfig,
   return params, which
 
 
+def read_beside(paths: Optional[str], split: str) -> List[dict]:
+  """The ``babi-<split>.json`` tables named in ``--beside`` (comma-
+  separated), each checked to be a table of ``split``.
+
+  Raises:
+    ValueError: a file that is missing, not JSON, not such a table, or of
+      another split, named.
+  """
+  tables = []
+  for path in [p for p in (paths or "").split(",") if p]:
+    try:
+      table = json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError) as error:
+      raise ValueError(f"--beside {path}: cannot read it as a "
+                       f"dnc-babi-eval table ({error})") from error
+    if not isinstance(table, dict) or not {"per_task", "mean_error",
+                                           "failed_tasks"} <= set(table):
+      raise ValueError(f"--beside {path}: not a dnc-babi-eval table (no "
+                       "per_task, mean_error and failed_tasks)")
+    if table.get("split") != split:
+      raise ValueError(f"--beside {path}: a table of the "
+                       f"{table.get('split')!r} split, not {split!r}")
+    tables.append(table)
+  return tables
+
+
+def beside_table(tables: List[dict], split: str) -> str:
+  """Error per task of several runs' tables, one column each (Markdown).
+
+  Each column is headed by the run's model kind, folder and which
+  parameters were evaluated; the paper's DNC1 mean is the last column.
+  """
+  heads = [f"{t.get('kind', '?')}: {t.get('run', '?')}, "
+           f"{t.get('parameters', '?')}" for t in tables]
+  tasks = sorted({int(k) for t in tables for k in t["per_task"]})
+  lines = [f"| task | " + " | ".join(f"{h} {split} error %" for h in heads)
+           + " | paper DNC1 mean % |",
+           "|---|" + "---|" * (len(tables) + 1)]
+  for task in tasks:
+    cells = []
+    for t in tables:
+      error = {int(k): v for k, v in t["per_task"].items()}.get(task)
+      cells.append("-" if error is None else f"{error:.1f}")
+    lines.append(f"| {task} | " + " | ".join(cells) + f" | "
+                 f"{babi_task.PAPER_DNC1_MEAN.get(task, float('nan')):.1f} |")
+  lines.append("| **mean** | " + " | ".join(
+      f"**{t['mean_error']:.1f}**" for t in tables)
+               + f" | {babi_task.PAPER_DNC1_MEAN_ERROR} |")
+  lines.append(f"| **failed (> {babi_task.FAILED_ABOVE:g}%)** | " + " | ".join(
+      f"**{t['failed_tasks']}**" for t in tables) + " | 11.2 |")
+  return "\n".join(lines)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
   parser = argparse.ArgumentParser(prog="dnc-babi-eval",
                                    description=__doc__.split("\n\n")[0])
@@ -59,8 +120,15 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument("--member", type=int, default=None,
                       help="a sweep's member M alone (default: all members, "
                       "mean ± s.d.)")
+  parser.add_argument("--beside", default=None,
+                      help="comma-separated babi-<split>.json tables of "
+                      "other runs to show beside this one")
   args = parser.parse_args(argv)
   run = pathlib.Path(args.checkpoint)
+  try:
+    beside = read_beside(args.beside, args.split)
+  except ValueError as error:
+    parser.exit(2, f"dnc-babi-eval: error: {error}\n")
   if not (run / "checkpoints").is_dir() or not (run / "vocab.json").is_file():
     parser.exit(2, f"dnc-babi-eval: error: {run} is not a dnc-babi-train "
                 "run folder (no checkpoints/ and vocab.json in it)\n")
@@ -129,6 +197,10 @@ def main(argv: Optional[List[str]] = None) -> int:
   header = (f"{run} ({record['preset']}, {which} parameters), "
             f"{args.split} split, {sum(table['questions'].values())} "
             "questions")
+  if beside:
+    this = {"run": str(run), "kind": record["kind"], "parameters": which,
+            **table}
+    markdown += "\n\n" + beside_table([this] + beside, args.split)
   print(header)
   print(markdown)
   out = pathlib.Path(args.out) if args.out else run

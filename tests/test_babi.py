@@ -273,3 +273,32 @@ def test_data_parallel_step_equals_single_device_step(tmp_path):
       cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
   assert result.returncode == 0, result.stdout + result.stderr
   assert "worst" in result.stdout
+
+
+def test_eval_shows_other_runs_tables_beside(tmp_path, capsys):
+  # pylint: disable-next=g-import-not-at-top
+  from experiments import babi_eval
+  dnc = {"run": "runs/dnc1", "kind": "dnc", "parameters": "best (step 9)",
+         "split": "valid", "per_task": {"1": 40.0, "2": 10.0},
+         "mean_error": 25.0, "failed_tasks": 2}
+  ntm = dict(dnc, run="runs/ntm", kind="ntm", per_task={"1": 55.5},
+             mean_error=55.5, failed_tasks=1)
+  path = tmp_path / "babi-valid.json"
+  path.write_text(json.dumps(dnc))
+  (read,) = babi_eval.read_beside(str(path), "valid")
+  table = babi_eval.beside_table([ntm, read], "valid").splitlines()
+  assert "ntm: runs/ntm" in table[0] and "dnc: runs/dnc1" in table[0]
+  assert table[0].index("ntm:") < table[0].index("dnc:")
+  assert table[2] == "| 1 | 55.5 | 40.0 | 9.0 |"
+  assert table[3].startswith("| 2 | - | 10.0 |")
+  assert table[4].startswith("| **mean** | **55.5** | **25.0** |")
+  assert table[5].startswith("| **failed (> 5%)** | **1** | **2** |")
+  with pytest.raises(ValueError, match="'valid' split, not 'test'"):
+    babi_eval.read_beside(str(path), "test")
+  (tmp_path / "other.json").write_text("{}")
+  for bad, says in [(tmp_path / "none.json", "cannot read"),
+                    (tmp_path / "other.json", "not a dnc-babi-eval table")]:
+    with pytest.raises(SystemExit):
+      babi_eval.main(["--checkpoint", str(tmp_path), "--data-dir",
+                      str(tmp_path), "--beside", str(bad)])
+    assert says in capsys.readouterr().err

@@ -36,7 +36,7 @@ from experiments import babi_data, distributed, flags as flag_gen, sweep
 from experiments import tasks
 from experiments.checkpoints import Checkpointer, CheckpointError
 from experiments.loop import (LoopConfig, OptimizerConfig, make_run_folder,
-                              train)
+                              train, TrainingDiverged)
 from experiments.models import (Model, babi_model, check_kind, model_config,
                                 sequence_model, uses_dropout)
 from experiments.tasks import babi, bit
@@ -553,6 +553,8 @@ def main(argv: Optional[List[str]] = None, prog: str = "dnc-train",
           CheckpointError, babi_data.BabiFormatError) as error:
     message = error.args[0] if isinstance(error, KeyError) else error
     parser.exit(2, f"{prog}: error: {message}\n")
+  except TrainingDiverged as error:
+    parser.exit(3, f"{prog}: error: {error}\n")
   elapsed = time.time() - started
   print(json.dumps({"out": str(out), "wall_seconds": round(elapsed, 1),
                     **summary}, indent=2))

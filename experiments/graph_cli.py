@@ -34,7 +34,7 @@ from experiments import flags as flag_gen
 from experiments.cli import _OPTIMIZER_HELP, _no_link
 from experiments.checkpoints import Checkpointer, CheckpointError
 from experiments.loop import (LoopConfig, OptimizerConfig, load_params,
-                              make_run_folder, train)
+                              make_run_folder, train, TrainingDiverged)
 from experiments.tasks import graph
 
 SETTINGS_FILE = "settings.json"
@@ -405,6 +405,8 @@ def main(argv: Optional[List[str]] = None,
           CheckpointError) as error:
     message = error.args[0] if isinstance(error, KeyError) else error
     parser.exit(2, f"{prog}: error: {message}\n")
+  except TrainingDiverged as error:
+    parser.exit(3, f"{prog}: error: {error}\n")
   elapsed = time.time() - started
   print(json.dumps({"out": str(out), "wall_seconds": round(elapsed, 1),
                     **summary}, indent=2))

@@ -249,6 +249,58 @@ def data_mesh(batch_size: int) -> Mesh:
   return Mesh(np.array(devices), ("data",))
 
 
+class TrainingDiverged(RuntimeError):
+  """The loss, the gradients or the parameters stopped being finite.
+
+  Raised by the training loops at the first metric line (every
+  ``log_every`` steps) or checkpoint, evaluation or final save that sees a
+  NaN or an infinity; nothing non-finite is ever written as a checkpoint,
+  so the newest checkpoint of the run folder predates the divergence.
+  """
+
+
+def check_finite_metrics(metrics: Dict[str, Any], step: int,
+                         where: str = ""):
+  """``TrainingDiverged`` unless ``loss`` and ``grad_norm`` are finite.
+
+  Args:
+    metrics: host values (scalars, or one per sweep member).
+    step: the step they were measured at, for the message.
+    where: what the run folder holds, for the message.
+  """
+  bad = {name: np.asarray(metrics[name]) for name in ("loss", "grad_norm")
+         if name in metrics}
+  bad = {name: value for name, value in bad.items()
+         if not np.all(np.isfinite(value))}
+  if bad:
+    shown = ", ".join(f"{name} {value.tolist()}" for name, value in
+                      bad.items())
+    raise TrainingDiverged(f"training diverged by step {step}: {shown}. "
+                           f"{_DIVERGED_ADVICE.format(where=where)}")
+
+
+def check_finite_params(params, step: int, where: str = "",
+                        to_host: Callable = jax.device_get):
+  """``TrainingDiverged`` unless every parameter is finite (one host
+  sync); called before anything is saved or evaluated. ``to_host``
+  fetches the tree of per-leaf flags (a sweep's gathers every process's)."""
+  finite = jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), params)
+  leaves = jax.tree_util.tree_leaves_with_path(to_host(finite))
+  bad = [jax.tree_util.keystr(path) for path, ok in leaves if not ok]
+  if bad:
+    raise TrainingDiverged(
+        f"training diverged by step {step}: parameters not finite "
+        f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); not "
+        f"saved. {_DIVERGED_ADVICE.format(where=where)}")
+
+
+_DIVERGED_ADVICE = (
+    "Nothing from the diverged steps was saved: the newest checkpoint"
+    "{where} was written before them. Resume from it with a smaller "
+    "learning rate or tighter gradient clipping, or delete it to go back "
+    "further.")
+
+
 def _host(metrics: Dict[str, Any]) -> Dict[str, float]:
   return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
@@ -591,8 +643,10 @@ class _Checkpointing:
                task):
     self.folder, self.run_record, self.best, self.task = (
         folder, run_record, best, task)
+    self.where = f" in {folder.checkpoints.directory}"
 
   def save(self, step: int, state: TrainState):
+    check_finite_params(state.params, step, self.where)
     record = {"run": self.run_record, "best": self.best.state}
     curriculum = _curriculum(self.task)
     if curriculum:
@@ -624,6 +678,7 @@ def _evaluate(state, step, evaluate, folder: RunFolder,
   if evaluate is not None and hasattr(evaluate, "step_box"):
     evaluate.step_box["step"] = step
   _slow_evaluation_hook()
+  check_finite_params(state.params, step, checkpoint.where)
   results = evaluate(state.params) if evaluate else {}
   extra = {}
   curriculum = _curriculum(task)
@@ -665,6 +720,7 @@ def _run_steps(state, start, train_step, sample, loop_config: LoopConfig,
           logged = last_train = _host(metrics)
           folder.log.write(kind="train", step=step, time=time.time(),
                            **last_train)
+          check_finite_metrics(last_train, step, checkpoint.where)
         bar.update(logged)
         fresh_eval = {}
         if (loop_config.eval_every and step % loop_config.eval_every == 0

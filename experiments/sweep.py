@@ -47,6 +47,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from experiments import distributed
 from experiments.checkpoints import Checkpointer, CheckpointError
 from experiments.loop import (LoopConfig, MetricsLog, OptimizerConfig,
+                              check_finite_metrics, check_finite_params,
                               TrainState, _StopRequest, make_run_folder,
                               make_train_step, resume_state)
 
@@ -409,9 +410,12 @@ def train_sweep(*, init_fn: Callable, apply_fn: Callable, task,
     if primary:
       log.write(**record)
 
+  where = f" in {checkpointer.directory}"
+
   def evaluate(state, step):
     if evaluators is None:
       return []
+    check_finite_params(state.params, step, where, host)
     params = host(state)
     results = [evaluators[m](member_params(params, m))
                for m in range(len(members))]
@@ -433,6 +437,7 @@ def train_sweep(*, init_fn: Callable, apply_fn: Callable, task,
         now = time.time()
         for m, result in enumerate(last_train):
           write(kind="train", step=step, member=m, time=now, **result)
+        check_finite_metrics(values, step, where)
         if progress and primary:
           stats = mean_sd(last_train)
           print(f"step {step}: loss {stats['loss']['mean']:.4g} ± "
@@ -468,7 +473,10 @@ def train_sweep(*, init_fn: Callable, apply_fn: Callable, task,
 
 
 def _save(checkpointer: Checkpointer, step: int, state, run_record):
-  """Every process calls it: orbax writes each array once (multi-host)."""
+  """Every process calls it: orbax writes each array once (multi-host).
+  A member whose parameters are not finite stops the sweep unsaved."""
+  check_finite_params(state.params, step, f" in {checkpointer.directory}",
+                      host)
   checkpointer.save(step, state, {"run": run_record})
 
 

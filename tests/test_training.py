@@ -189,3 +189,72 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path):
   assert f"resumed from step {stopped_at}" in resumed.stdout
   assert json.loads((out / "summary.json").read_text())["step"] == (
       stopped_at + 5)
+
+
+def _poisoned_from(monkeypatch, first_bad_step):
+  """Makes every train step from ``first_bad_step`` (0-based) return NaN
+  parameters and loss, as a diverging run would."""
+  # pylint: disable-next=g-import-not-at-top
+  from experiments import loop
+  build = loop.build_step
+
+  def build_step(*args, **kwargs):
+    inner = build(*args, **kwargs)
+
+    def step(state, batch, number):
+      state, metrics = inner(state, batch, number)
+      if number >= first_bad_step:
+        nan = np.float32(np.nan)
+        state = state._replace(params=jax.tree.map(lambda x: x * nan,
+                                                   state.params))
+        metrics = dict(metrics, loss=metrics["loss"] * nan)
+      return state, metrics
+    return step
+
+  monkeypatch.setattr(loop, "build_step", build_step)
+
+
+@pytest.mark.parametrize("log_every", [1, 100])
+def test_a_diverged_run_stops_and_saves_nothing_non_finite(
+    log_every, monkeypatch, tmp_path, capsys):
+  # pylint: disable-next=g-import-not-at-top
+  from experiments import loop
+  _poisoned_from(monkeypatch, 3)  # Steps 4 on (1-based) diverge.
+  out = tmp_path / "run"
+  with pytest.raises(loop.TrainingDiverged) as error:
+    run(tiny_settings(log_every=log_every, eval_every=0, steps=7), out)
+  # Logged every step: the loss line of step 4 stops it; logged rarely:
+  # the parameters' check before the checkpoint of step 6.
+  which = "loss nan" if log_every == 1 else "parameters not finite"
+  step = 4 if log_every == 1 else 6
+  assert f"diverged by step {step}: {which}" in str(error.value)
+  assert str(out / "checkpoints") in str(error.value)
+  assert sorted(p.name for p in (out / "checkpoints").iterdir()
+                if p.name.isdigit()) == ["3"]
+  assert np.all([np.all(np.isfinite(x))
+                 for x in jax.tree.leaves(params_of(out))])
+  # The command line says so in one line, exit status 3.
+  with pytest.raises(SystemExit) as exit_info:
+    train_cli.main(["--task", "repeat_copy", "--hidden-size", "8",
+                    "--memory-size", "4", "--word-size", "4",
+                    "--num-reads", "1", "--batch-size", "4", "--steps", "6",
+                    "--log-every", "1", "--checkpoint-every", "3",
+                    "--no-progress", "--out", str(tmp_path / "cli")])
+  assert exit_info.value.code == 3
+  err = capsys.readouterr().err
+  assert "error: training diverged by step 4" in err
+  assert "Traceback" not in err
+
+
+def test_finite_checks_name_what_is_not_finite():
+  # pylint: disable-next=g-import-not-at-top
+  from experiments import loop
+  loop.check_finite_metrics({"loss": np.array([1.0, 2.0]),
+                             "grad_norm": 3.0, "other": np.nan}, 7)
+  with pytest.raises(loop.TrainingDiverged,
+                     match=r"by step 7: loss \[1.0, inf\]"):
+    loop.check_finite_metrics({"loss": np.array([1.0, np.inf])}, 7)
+  params = {"layer": {"w": np.ones(3), "b": np.array([0.0, np.nan])}}
+  with pytest.raises(loop.TrainingDiverged, match=r"\['layer'\]\['b'\]"):
+    loop.check_finite_params(params, 2)
+  loop.check_finite_params({"w": np.ones(2)}, 2)

@@ -367,6 +367,37 @@ def test_return_interface_and_input_checks():
     hk.transform(lambda: NTM(object())).init(None)
 
 
+def test_weighting_grad_clip_bounds_the_recurrent_gradient_only():
+  """Forward unchanged; the gradient into the previous step's weightings
+  is clipped element-wise, the other gradients keep their paths."""
+  rng = _rng(11)
+  inputs = jnp.asarray(rng.normal(size=(T, B, X)), jnp.float32)
+
+  def fn(inputs, read0, write0):
+    core = NTM(config)
+    state = core.initial_state(inputs.shape[1], dtype=inputs.dtype)
+    state = state._replace(read_weights=read0, write_weights=write0)
+    outputs, _ = hk.dynamic_unroll(core, inputs, state)
+    return outputs
+
+  read0 = jnp.asarray(_simplex(rng, B, R, N), jnp.float32)
+  write0 = jnp.asarray(_simplex(rng, B, H, N), jnp.float32)
+  results = {}
+  for bound in (None, 1e-4):
+    config = _config(input_size=X, weighting_grad_clip=bound)
+    f = hk.without_apply_rng(hk.transform(fn))
+    params = f.init(jax.random.PRNGKey(0), inputs, read0, write0)
+    loss = lambda p, r, w: jnp.sum(jnp.sin(f.apply(p, inputs, r, w)))
+    results[bound] = (f.apply(params, inputs, read0, write0),
+                      jax.grad(loss, argnums=(1, 2))(params, read0, write0))
+  (out, (g_read, g_write)), (out_c, (g_read_c, g_write_c)) = (
+      results[None], results[1e-4])
+  np.testing.assert_array_equal(out, out_c)
+  assert np.max(np.abs(g_read)) > 1e-3 and np.max(np.abs(g_write)) > 1e-3
+  assert np.max(np.abs(g_read_c)) <= 1e-4 + 1e-9
+  assert np.max(np.abs(g_write_c)) <= 1e-4 + 1e-9
+
+
 # --- Configuration ----------------------------------------------------------
 
 
@@ -375,7 +406,9 @@ def test_return_interface_and_input_checks():
     ("num_reads", 0), ("num_writes", 0), ("num_writes", True),
     ("controller", "gru"), ("hidden_size", -1), ("shift_range", -1),
     ("shift_range", 4), ("clip_value", -1.0), ("clip_value", "big"),
-    ("initial_weighting", "learned"), ("input_size", 0)])
+    ("initial_weighting", "learned"), ("input_size", 0),
+    ("weighting_grad_clip", 0.0), ("weighting_grad_clip", -1.0),
+    ("weighting_grad_clip", True), ("weighting_grad_clip", "10")])
 def test_bad_config_raises_naming_the_field(field, value):
   with pytest.raises(ValueError, match=field):
     _config(**{field: value})

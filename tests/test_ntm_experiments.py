@@ -79,6 +79,7 @@ def test_ntm_presets_match_their_sources():
   model = ntm["model"]
   assert (model["controller"], model["hidden_size"], model["memory_size"],
           model["word_size"], model["num_reads"]) == ("lstm", 256, 256, 64, 4)
+  assert model["weighting_grad_clip"] == 10.0  # docs/ntm.md: NaN without.
   assert ntm["optimizer"] == dnc1["optimizer"]
   assert (ntm["optimizer"]["learning_rate"],
           ntm["optimizer"]["momentum"]) == (1e-4, 0.9)

@@ -421,7 +421,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
             "model": dict(controller="lstm", hidden_size=256,
                           memory_size=256, word_size=64, num_reads=4,
                           num_writes=1, clip_value=20.0, shift_range=1,
-                          initial_weighting="one_hot"),
+                          initial_weighting="one_hot",
+                          weighting_grad_clip=10.0),
             "optimizer": _BABI_OPTIMIZER, "loop": _BABI_LOOP},
     # The later fixes (docs/maths.md section 8) on dnc1's sizes and recipe,
     # so a run differs from dnc1 only by them. DNC-MD: masked content

@@ -1,8 +1,9 @@
 """The one place that decides whether the C++ CPU kernels are used.
 
 Every kernel of the library (the fused memory step, the indexed sparse
-link's update and read-out, the row sorts) asks :func:`use_kernels` before
-it issues a custom call, and takes its target name from :func:`target`.
+link's step, update and read-out, the row sorts) asks :func:`use_kernels`
+before it issues a custom call, and takes its target name from
+:func:`target`.
 The ``backend`` argument of the pure functions (and
 ``DNCConfig.memory_backend``) means the same everywhere:
 

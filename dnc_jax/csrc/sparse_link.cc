@@ -162,7 +162,7 @@ void MixReadWeights(const T* read_modes, const T* content, const T* f,
 template <typename T>
 void ReadWeights(const ReadOutArrays<const T*>& x, const LinkDims& d, T* f,
                  T* bw, T* rw) {
-  const int64_t n = d.slots, h_count = d.heads, modes = 1 + 2 * d.heads;
+  const int64_t n = d.slots, h_count = d.heads;
   std::fill(f, f + d.reads * h_count * n, T(0));
   std::fill(bw, bw + d.reads * h_count * n, T(0));
   for (int64_t h = 0; h < h_count; ++h)

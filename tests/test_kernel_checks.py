@@ -264,8 +264,7 @@ def link_step_args(**changes):
 
 
 STEP_RESULTS = [(LINK, np.int32), (LINK, F32), ((B, R, N), F32),
-                ((B, R, W), F32), (LINK, np.int32), ((B, H, 2, K), np.int32),
-                ((B, 2, R, H, N), F32)]
+                ((B, R, W), F32), (LINK, np.int32), ((B, H, 2, K), np.int32)]
 STEP_GRADS = [(LINK, F32), ((B, H, N), F32), ((B, H, N), F32),
               ((B, R, N), F32), ((B, R, N), F32), ((B, R, M), F32),
               ((B, N, W), F32)]
@@ -274,9 +273,8 @@ STEP_GRADS = [(LINK, F32), ((B, H, N), F32), ((B, H, N), F32),
 def link_step_vjp_args(**changes):
   """The step's operands, its residuals, then the cotangents."""
   args = dict(new_columns=np.zeros(LINK, np.int32), new_values=zeros(*LINK),
-              read_weights=zeros(B, R, N), chosen=np.zeros(LINK, np.int32),
-              tops=np.zeros((B, H, 2, K), np.int32),
-              directional=zeros(B, 2, R, H, N), g_new_values=zeros(*LINK),
+              chosen=np.zeros(LINK, np.int32),
+              tops=np.zeros((B, H, 2, K), np.int32), g_new_values=zeros(*LINK),
               g_read_weights=zeros(B, R, N), g_read_words=zeros(B, R, W))
   step = {name: changes.pop(name) for name in list(changes)
           if name not in args}
@@ -306,7 +304,6 @@ def test_sparse_link_step_checks_results_k_and_columns():
   assert new_columns.shape == LINK and read_weights.shape == (B, R, N)
   for index, shape, name in [(4, (B, H, N, K + 1), "chosen"),
                              (5, (B, H, K, 2), "tops"),
-                             (6, (B, 2, R, H, N + 1), "directional"),
                              (3, (B, R, W + 1), "read_words")]:
     results = list(STEP_RESULTS)
     results[index] = (shape, results[index][1])
@@ -333,9 +330,9 @@ def test_sparse_link_step_vjp_checks_shapes():
   grads = call("DncSparseLinkStepVjpF32", link_step_vjp_args(), STEP_GRADS)
   assert [g.shape for g in grads] == [s for s, _ in STEP_GRADS]
   expect_error("DncSparseLinkStepVjpF32",
-               link_step_vjp_args(directional=zeros(B, R, H, N)), STEP_GRADS,
-               r"sparse link step VJP: directional has shape \[4, 2, 2, 6\], "
-               r"expected \[4, 2, 2, 2, 6\]")
+               link_step_vjp_args(new_values=zeros(B, H, N, K + 1)),
+               STEP_GRADS, r"sparse link step VJP: new_values has shape "
+               r"\[4, 2, 6, 4\], expected \[4, 2, 6, 3\]")
   expect_error("DncSparseLinkStepVjpF32",
                link_step_vjp_args(g_read_words=zeros(B, R, W + 1)), STEP_GRADS,
                r"sparse link step VJP: g_read_words has shape")

@@ -731,13 +731,12 @@ ffi::Error UpdateVjpImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
 // [..., H, N]) then the read-out's other ones (prev_read_weights, content
 // [..., R, N], read_modes [..., R, 1 + 2H], memory [..., N, W]). Results:
 // new_columns, new_values [..., H, N, K], read_weights [..., R, N],
-// read_words [..., R, W], then the residuals its VJP takes instead of
-// recomputing anything:
+// read_words [..., R, W], then the residuals its VJP takes so as not to
+// redo the update:
 //   chosen [..., H, N, K] int32: the candidate each new pair came from
 //     ([0, K) a stored pair, [K, 2K) the new pair K + m);
 //   tops [..., H, 2, K] int32: the top-K indices of the write weights, then
-//     of the precedence (their rescaled values are O(K) to redo, exactly);
-//   directional [..., 2, R, H, N]: f, then b, the reads through the link.
+//     of the precedence (their rescaled values are O(K) to redo, exactly).
 // Work and memory per example: O(H N K) for the link (plus the ranking of
 // the few candidates above 1/K in each row) and O(R N (H K + W)) for the
 // read-out.
@@ -775,8 +774,7 @@ inline std::vector<std::pair<const char*, Shape>> StepOutputShapes(
           {"read_weights", ShapeOf(batch, {d.reads, d.slots})},
           {"read_words", ShapeOf(batch, {d.reads, d.width})},
           {"chosen", ShapeOf(batch, {d.heads, d.slots, d.pairs})},
-          {"tops", ShapeOf(batch, {d.heads, 2, d.pairs})},
-          {"directional", ShapeOf(batch, {2, d.reads, d.heads, d.slots})}};
+          {"tops", ShapeOf(batch, {d.heads, 2, d.pairs})}};
 }
 
 template <typename Dims>
@@ -797,8 +795,7 @@ ffi::Error StepImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
                     ffi::ResultBuffer<DT> read_weights,
                     ffi::ResultBuffer<DT> read_words,
                     ffi::ResultBuffer<ffi::S32> chosen,
-                    ffi::ResultBuffer<ffi::S32> tops,
-                    ffi::ResultBuffer<DT> directional) {
+                    ffi::ResultBuffer<ffi::S32> tops) {
   using T = ffi::NativeType<DT>;
   constexpr const char* kKernel = "sparse link step";
   LinkDims d;
@@ -815,9 +812,7 @@ ffi::Error StepImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
             read_weights->dimensions().end()),
       Shape(read_words->dimensions().begin(), read_words->dimensions().end()),
       Shape(chosen->dimensions().begin(), chosen->dimensions().end()),
-      Shape(tops->dimensions().begin(), tops->dimensions().end()),
-      Shape(directional->dimensions().begin(),
-            directional->dimensions().end())};
+      Shape(tops->dimensions().begin(), tops->dimensions().end())};
   for (size_t o = 0; o < want.size(); ++o)
     DNC_RETURN_IF_ERROR(ExpectOutput(
         kKernel, std::string(want[o].first) + " (result)", got[o],
@@ -831,16 +826,17 @@ ffi::Error StepImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
               [&](int64_t b) {
     thread_local LinkHats<T> hats;
     thread_local RowCandidates<T> row;
+    thread_local std::vector<T> directional;
     row.Reserve(k);
+    directional.assign(2 * reads, T(0));
     const auto x = ExampleOf(all, d, b);
     int32_t* out_columns = new_columns->typed_data() + b * link_size;
     T* out_values = new_values->typed_data() + b * link_size;
     int32_t* out_chosen = chosen->typed_data() + b * link_size;
     int32_t* out_tops = tops->typed_data() + b * hs * 2 * k;
-    T* f = directional->typed_data() + b * 2 * reads;
+    T* f = directional.data();
     T* bw = f + reads;
     T* rw = read_weights->typed_data() + b * d.reads * n;
-    std::fill(f, f + 2 * reads, T(0));
     for (int64_t h = 0; h < hs; ++h) {
       hats.Compute(precedence.typed_data() + (b * hs + h) * n,
                    write_weights.typed_data() + (b * hs + h) * n, n, k);
@@ -879,12 +875,13 @@ ffi::Error StepImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
 // Cotangents of the old link's values, the precedence, the write weights,
 // the previous read weights, the content weights, the read modes and the
 // memory, from those of the new values, the read weights and the read
-// words. Operands: the step's, its results and residuals (new_columns,
-// new_values, read_weights, chosen, tops, directional), then the
-// cotangents. Nothing of the forward is recomputed: the read-out's backward
-// takes f, b and the read weights as they were; the new values' whole
-// cotangent (given plus through the read-out) then flows back through each
-// kept pair to the candidate `chosen` names, and the top-K's from `tops`.
+// words. Operands: the step's, the new link and the residuals (new_columns,
+// new_values, chosen, tops), then the cotangents. The update is not redone:
+// the read-out's f, b and read weights are re-read from the new link
+// (O(R H N K), cheaper than keeping them: measured, docs/kernels.md), the
+// new values' whole cotangent (given plus through the read-out) then flows
+// back through each kept pair to the candidate `chosen` names, and through
+// the top-K's from `tops`.
 template <ffi::DataType DT>
 ffi::Error StepVjpImpl(
     ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
@@ -892,9 +889,8 @@ ffi::Error StepVjpImpl(
     ffi::Buffer<DT> write_weights, ffi::Buffer<DT> prev_read_weights,
     ffi::Buffer<DT> content, ffi::Buffer<DT> read_modes,
     ffi::Buffer<DT> memory, ffi::Buffer<ffi::S32> new_columns,
-    ffi::Buffer<DT> new_values, ffi::Buffer<DT> read_weights,
-    ffi::Buffer<ffi::S32> chosen, ffi::Buffer<ffi::S32> tops,
-    ffi::Buffer<DT> directional, ffi::Buffer<DT> g_new_values,
+    ffi::Buffer<DT> new_values, ffi::Buffer<ffi::S32> chosen,
+    ffi::Buffer<ffi::S32> tops, ffi::Buffer<DT> g_new_values,
     ffi::Buffer<DT> g_read_weights, ffi::Buffer<DT> g_read_words,
     ffi::ResultBuffer<DT> g_values, ffi::ResultBuffer<DT> g_precedence,
     ffi::ResultBuffer<DT> g_write_weights,
@@ -909,19 +905,15 @@ ffi::Error StepVjpImpl(
                                  write_weights, prev_read_weights, content,
                                  read_modes, memory, d, batch));
   const auto want = StepOutputShapes(batch, d);
-  // The residuals (read_words is not one), then the cotangents.
+  // The new link and the residuals, then the cotangents.
   DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "new_columns",
                                   new_columns.dimensions(), want[0].second));
   DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "new_values",
                                   new_values.dimensions(), want[1].second));
-  DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "read_weights",
-                                  read_weights.dimensions(), want[2].second));
   DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "chosen", chosen.dimensions(),
                                   want[4].second));
   DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "tops", tops.dimensions(),
                                   want[5].second));
-  DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "directional",
-                                  directional.dimensions(), want[6].second));
   DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "g_new_values",
                                   g_new_values.dimensions(), want[1].second));
   DNC_RETURN_IF_ERROR(ExpectShape(kKernel, "g_read_weights",
@@ -967,18 +959,20 @@ ffi::Error StepVjpImpl(
               link_size * 4 + d.reads * n * (2 * d.width + 4 * hs * k),
               [&](int64_t b) {
     thread_local LinkHats<T> hats;
-    thread_local std::vector<T> g_link, total, gf, gb, g_w_hat, g_new,
-        g_w_top, g_p_top;
+    thread_local std::vector<T> directional, rw, g_link, total, gf, gb,
+        g_w_hat, g_new, g_w_top, g_p_top;
     const auto x = ExampleOf(all, d, b);
     // The read-out's backward, through the new link.
     ReadOutArrays<const T*> through_new = x;
     through_new.columns = new_columns.typed_data() + b * link_size;
     through_new.values = new_values.typed_data() + b * link_size;
-    const T* f = directional.typed_data() + b * 2 * reads;
+    directional.resize(2 * reads);
+    rw.resize(d.reads * n);
+    T* f = directional.data();
+    ReadWeights(through_new, d, f, f + reads, rw.data());
     g_link.resize(link_size);
     ReadOutBackward<T>(
-        through_new, d, f, f + reads,
-        read_weights.typed_data() + b * d.reads * n,
+        through_new, d, f, f + reads, rw.data(),
         g_read_weights.typed_data() + b * d.reads * n,
         g_read_words.typed_data() + b * d.reads * d.width,
         {g_link.data(), g_prev_read_weights->typed_data() + b * d.reads * n,
@@ -1127,8 +1121,7 @@ DNC_SPARSE_LINK_UPDATE_VJP(DncSparseLinkUpdateVjpF64, ffi::DataType::F64)
                                     .Ret<ffi::Buffer<DT>>()             \
                                     .Ret<ffi::Buffer<DT>>()             \
                                     .Ret<ffi::Buffer<ffi::S32>>()       \
-                                    .Ret<ffi::Buffer<ffi::S32>>()       \
-                                    .Ret<ffi::Buffer<DT>>());
+                                    .Ret<ffi::Buffer<ffi::S32>>());
 
 #define DNC_SPARSE_LINK_STEP_VJP(NAME, DT)                              \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(NAME, dnc::StepVjpImpl<DT>,             \
@@ -1144,10 +1137,8 @@ DNC_SPARSE_LINK_UPDATE_VJP(DncSparseLinkUpdateVjpF64, ffi::DataType::F64)
                                     .Arg<ffi::Buffer<DT>>()             \
                                     .Arg<ffi::Buffer<ffi::S32>>()       \
                                     .Arg<ffi::Buffer<DT>>()             \
-                                    .Arg<ffi::Buffer<DT>>()             \
                                     .Arg<ffi::Buffer<ffi::S32>>()       \
                                     .Arg<ffi::Buffer<ffi::S32>>()       \
-                                    .Arg<ffi::Buffer<DT>>()             \
                                     .Arg<ffi::Buffer<DT>>()             \
                                     .Arg<ffi::Buffer<DT>>()             \
                                     .Arg<ffi::Buffer<DT>>()             \

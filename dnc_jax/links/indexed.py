@@ -370,7 +370,6 @@ class StepResiduals(NamedTuple):
   """What the forward kernel leaves for its VJP besides its outputs."""
   chosen: jax.Array  # [..., H, N, K] int32: each new pair's candidate
   tops: jax.Array  # [..., H, 2, K] int32: top-K of write weights, precedence
-  directional: jax.Array  # [..., 2, R, H, N]: forward, backward weights
 
 
 STEP_DIMS = StepInputs(
@@ -401,17 +400,14 @@ def _step_xla(indices, values, precedence, write_weights, prev_read_weights,
 
 def _step_call(args: StepInputs):
   """The forward kernel: ``StepOutputs`` then ``StepResiduals``."""
-  *batch, num_writes, num_slots, k = args.indices.shape
-  num_reads = args.content.shape[-2]
+  *batch, num_writes, _, k = args.indices.shape
   int32 = functools.partial(jax.ShapeDtypeStruct, dtype=jnp.int32)
   outputs = StepOutputs(
       int32(args.indices.shape), _like(args.values), _like(args.content),
       jax.ShapeDtypeStruct(args.content.shape[:-1] + args.memory.shape[-1:],
                            args.memory.dtype))
-  residuals = StepResiduals(
-      int32(args.indices.shape), int32((*batch, num_writes, 2, k)),
-      jax.ShapeDtypeStruct((*batch, 2, num_reads, num_writes, num_slots),
-                           args.values.dtype))
+  residuals = StepResiduals(int32(args.indices.shape),
+                            int32((*batch, num_writes, 2, k)))
   results = jax.ffi.ffi_call(
       backends.target(backends.SPARSE_LINK_STEP, args.values.dtype),
       (*outputs, *residuals), vmap_method="broadcast_all")(*args)
@@ -426,21 +422,21 @@ def _step_kernel(*args):
 def _step_kernel_fwd(*args):
   args = StepInputs(*args)
   outputs, residuals = _step_call(args)
-  # The VJP reads the new link and read weights as they were computed.
-  return tuple(outputs), (args, outputs._replace(read_words=None), residuals)
+  # The VJP takes the new link as computed (it re-reads f, b and the read
+  # weights from it: cheaper than keeping them, docs/kernels.md).
+  return tuple(outputs), (args, outputs.indices, outputs.values, residuals)
 
 
 def _step_kernel_bwd(saved, cotangents):
-  # Operands: the inputs, the new link, the read weights, the residuals,
-  # then the cotangents of the new values, read weights and read words;
-  # results: the cotangents of the float inputs. Nothing is recomputed.
-  args, outputs, residuals = saved
+  # Operands: the inputs, the new link, the residuals, then the cotangents
+  # of the new values, read weights and read words; results: the
+  # cotangents of the float inputs. The update is not redone.
+  args, new_indices, new_values, residuals = saved
   cotangents = StepOutputs(*cotangents)
   grads = jax.ffi.ffi_call(
       backends.target(backends.SPARSE_LINK_STEP_VJP, args.values.dtype),
       tuple(_like(x) for x in args[1:]), vmap_method="broadcast_all")(
-          *args, outputs.indices, outputs.values, outputs.read_weights,
-          *residuals, cotangents.values, cotangents.read_weights,
+          *args, new_indices, new_values, *residuals, cotangents.values, cotangents.read_weights,
           cotangents.read_words)
   return (_float0_like(args.indices), *grads)
 

@@ -311,11 +311,11 @@ def test_sparse_link_step_checks_results_k_and_columns():
                  rf"sparse link step: {name} \(result\) has shape")
   big = (B, H, 2, 3)  # K = 3 > N = 2
   expect_error("DncSparseLinkStepF32",
-               link_step_args(columns=np.zeros(big, np.int32), values=zeros(*big),
-                         precedence=zeros(B, H, 2),
-                         write_weights=zeros(B, H, 2),
-                         prev_read_weights=zeros(B, R, 2),
-                         content=zeros(B, R, 2), memory=zeros(B, 2, W)),
+               link_step_args(columns=np.zeros(big, np.int32),
+                              values=zeros(*big), precedence=zeros(B, H, 2),
+                              write_weights=zeros(B, H, 2),
+                              prev_read_weights=zeros(B, R, 2),
+                              content=zeros(B, R, 2), memory=zeros(B, 2, W)),
                STEP_RESULTS, r"sparse link step: K = 3 \(columns' last "
                r"axis\) must be in \[1, N = 2\]")
   for bad in (-1, N):
@@ -337,7 +337,8 @@ def test_sparse_link_step_vjp_checks_shapes():
                link_step_vjp_args(g_read_words=zeros(B, R, W + 1)), STEP_GRADS,
                r"sparse link step VJP: g_read_words has shape")
   expect_error("DncSparseLinkStepVjpF32",
-               link_step_vjp_args(tops=np.zeros((B, H, K), np.int32)), STEP_GRADS,
+               link_step_vjp_args(tops=np.zeros((B, H, K), np.int32)),
+               STEP_GRADS,
                r"sparse link step VJP: tops has shape")
   expect_error("DncSparseLinkStepVjpF32", link_step_vjp_args(),
                STEP_GRADS[:6] + [((B, N, W + 1), F32)],

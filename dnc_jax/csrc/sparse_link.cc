@@ -867,7 +867,8 @@ ffi::Error StepImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32> columns,
       }
     }
     MixReadWeights(x.read_modes, x.content, f, bw, d, rw);
-    ReadWords(rw, x.memory, d, read_words->typed_data() + b * d.reads * d.width);
+    ReadWords(rw, x.memory, d,
+              read_words->typed_data() + b * d.reads * d.width);
   });
   return ffi::Error::Success();
 }

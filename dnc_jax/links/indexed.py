@@ -436,8 +436,8 @@ def _step_kernel_bwd(saved, cotangents):
   grads = jax.ffi.ffi_call(
       backends.target(backends.SPARSE_LINK_STEP_VJP, args.values.dtype),
       tuple(_like(x) for x in args[1:]), vmap_method="broadcast_all")(
-          *args, new_indices, new_values, *residuals, cotangents.values, cotangents.read_weights,
-          cotangents.read_words)
+          *args, new_indices, new_values, *residuals, cotangents.values,
+          cotangents.read_weights, cotangents.read_words)
   return (_float0_like(args.indices), *grads)
 
 

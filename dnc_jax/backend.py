@@ -1,8 +1,9 @@
 """The one place that decides whether the C++ CPU kernels are used.
 
 Every kernel of the library (the fused memory step, the indexed sparse
-link's update and read-out, the row sorts) asks :func:`use_kernels` before
-it issues a custom call, and takes its target name from :func:`target`.
+link's step, update and read-out, the row sorts) asks :func:`use_kernels`
+before it issues a custom call, and takes its target name from
+:func:`target`.
 The ``backend`` argument of the pure functions (and
 ``DNCConfig.memory_backend``) means the same everywhere:
 
@@ -49,9 +50,11 @@ SPARSE_LINK_UPDATE = "DncSparseLinkUpdate"
 SPARSE_LINK_UPDATE_VJP = "DncSparseLinkUpdateVjp"
 SPARSE_READ_OUT = "DncSparseReadOut"
 SPARSE_READ_OUT_VJP = "DncSparseReadOutVjp"
+SPARSE_LINK_STEP = "DncSparseLinkStep"
+SPARSE_LINK_STEP_VJP = "DncSparseLinkStepVjp"
 STEMS = (MEMORY_STEP_FORWARD, MEMORY_STEP_BACKWARD, ARGSORT, TOP_K,
          SPARSE_READ_OUT, SPARSE_READ_OUT_VJP, SPARSE_LINK_UPDATE,
-         SPARSE_LINK_UPDATE_VJP)
+         SPARSE_LINK_UPDATE_VJP, SPARSE_LINK_STEP, SPARSE_LINK_STEP_VJP)
 _SUFFIXES = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64"}
 
 

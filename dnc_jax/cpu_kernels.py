@@ -1,7 +1,8 @@
 """Building and loading the C++ CPU kernels of ``dnc_jax/csrc``.
 
 The kernels (the fused memory step of :mod:`dnc_jax.fused`, the row sorts of
-:mod:`dnc_jax.sorting`) are compiled on first use with the system's C++
+:mod:`dnc_jax.sorting`, the indexed sparse link of
+:mod:`dnc_jax.links.indexed`) are compiled on first use with the system's C++
 compiler against the XLA FFI headers that ship with jaxlib, for this
 machine's processor, and cached (``$DNC_JAX_CACHE`` or ``~/.cache/dnc_jax``)
 under a name that hashes the sources, compiler, flags, jax version and CPU
@@ -46,7 +47,9 @@ TARGETS = (
     "DncSparseReadOutF32", "DncSparseReadOutF64", "DncSparseReadOutVjpF32",
     "DncSparseReadOutVjpF64", "DncSparseLinkUpdateF32",
     "DncSparseLinkUpdateF64", "DncSparseLinkUpdateVjpF32",
-    "DncSparseLinkUpdateVjpF64",
+    "DncSparseLinkUpdateVjpF64", "DncSparseLinkStepF32",
+    "DncSparseLinkStepF64", "DncSparseLinkStepVjpF32",
+    "DncSparseLinkStepVjpF64",
 )
 _FLAGS = ["-std=c++17", "-O3", "-fPIC", "-shared", "-fopenmp-simd",
           "-march=native", "-fno-math-errno"]

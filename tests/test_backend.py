@@ -50,8 +50,9 @@ def test_xla_backend_lowers_no_custom_call(links, memory_backend):
 def test_auto_backend_lowers_kernels_on_cpu(links):
   text = lowered_dnc_unroll("auto", **LINKS[links])
   assert "custom_call" in text and "DncMemoryStepForward" in text
-  if links == "indexed":
-    assert "DncSparseLinkUpdate" in text and "DncSparseReadOut" in text
+  if links == "indexed":  # the whole sparse step: one kernel pair
+    assert "DncSparseLinkStep" in text and "DncSparseLinkStepVjp" in text
+    assert "DncSparseLinkUpdate" not in text and "DncSparseReadOut" not in text
 
 
 @needs_kernels

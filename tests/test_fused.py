@@ -168,6 +168,65 @@ def test_sparse_link_kernels_equal_the_xla_path(storage, seed):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-11)
   lowered = jax.jit(step("auto")).lower(iface, state).as_text()
   assert "DncMemoryStepForward" in lowered
+  if storage == "indexed":  # the link's part: one kernel, none of the old
+    assert "DncSparseLinkStep" in lowered
+    assert "DncSparseLinkUpdate" not in lowered
+    assert "DncSparseReadOut" not in lowered
+
+
+def link_step_case(dtype, k, seed=0):
+  """Operands of indexed.link_step after a few XLA steps: H = 2, R = 3."""
+  from dnc_jax import addressing
+  from dnc_jax.links import indexed
+  b, n, w, r, h = 3, 7, 4, 3, 2
+  rng = np.random.default_rng(seed)
+  as_float = lambda x: jnp.asarray(x, dtype)
+  indices = jnp.zeros((b, h, n, k), jnp.int32)
+  values = jnp.zeros((b, h, n, k), dtype)
+  precedence = jnp.zeros((b, h, n), dtype)
+  # Sharp write weights concentrate, so links survive the 1/K cut.
+  sharp = lambda *shape: jax.nn.softmax(as_float(4 * rng.normal(size=shape)))
+  for _ in range(4):
+    write = 0.9 * sharp(b, h, n)
+    indices, values = indexed.update(indices, values, precedence, write,
+                                     backend="xla")
+    precedence = addressing.precedence_update(precedence, write)
+  operands = (values, precedence, 0.9 * sharp(b, h, n), sharp(b, r, n),
+              sharp(b, r, n), jax.nn.softmax(as_float(rng.normal(
+                  size=(b, r, 1 + 2 * h)))), as_float(rng.normal(
+                      size=(b, n, w))))
+  return indices, operands, rng
+
+
+@pytest.mark.parametrize("dtype,atol", [(np.float64, 1e-12),
+                                        (np.float32, 2e-6)])
+@pytest.mark.parametrize("k", [1, 3, 7])  # K = 1 and K = N = 7 the edges
+def test_sparse_link_step_kernel_equals_the_xla_path(dtype, atol, k):
+  # DncSparseLinkStep[Vjp] against the XLA path: the new link, the read
+  # weights and words, and every float operand's gradient.
+  from dnc_jax.links import indexed
+  indices, operands, rng = link_step_case(dtype, k)
+  assert np.count_nonzero(operands[0]) > 0  # links exist
+  step = lambda backend: lambda *ops: indexed.link_step(indices, *ops,
+                                                        backend=backend)
+  want, pull_want = jax.vjp(step("xla"), *operands)
+  got, pull_got = jax.vjp(step("auto"), *operands)
+  np.testing.assert_array_equal(got.indices, want.indices)
+  for x, y in zip(got[1:], want[1:]):
+    assert x.dtype == dtype
+    np.testing.assert_allclose(x, y, atol=atol, rtol=0)
+  cotangent = jax.tree.map(
+      lambda x: (jnp.asarray(rng.normal(size=x.shape), dtype)
+                 if jnp.issubdtype(x.dtype, jnp.floating)
+                 else np.zeros(x.shape, jax.dtypes.float0)), want)
+  for x, y in zip(pull_got(cotangent), pull_want(cotangent)):
+    assert x.dtype == dtype
+    np.testing.assert_allclose(x, y, atol=10 * atol, rtol=0)
+  lowered = jax.jit(lambda *ops: jax.vjp(step("auto"), *ops)[1](
+      cotangent)).lower(*operands).as_text()
+  assert "DncSparseLinkStepVjp" in lowered
+  assert "DncSparseLinkUpdate" not in lowered
+  assert "DncSparseReadOut" not in lowered
 
 
 def test_unsupported_settings_are_refused_clearly():
@@ -239,3 +298,9 @@ def test_sparse_link_kernels_refuse_out_of_range_columns():
     jax.block_until_ready(sparse_link.read_out(
         bad, linkage.link_values, state.read_weights, state.read_weights,
         modes, state.memory))
+  with pytest.raises(Exception, match=r"sparse link step: a stored column "
+                     r"is outside \[0, N\)"):
+    jax.block_until_ready(sparse_link.link_step(
+        bad, linkage.link_values, linkage.precedence_weights,
+        state.write_weights, state.read_weights, state.read_weights, modes,
+        state.memory))

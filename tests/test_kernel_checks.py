@@ -253,6 +253,117 @@ def test_sparse_read_out_and_vjp_check_results_and_cotangents():
                r"sparse link read-out VJP: g_memory \(result\) has shape")
 
 
+def link_step_args(**changes):
+  """DncSparseLinkStep's operands: the update's, then the read-out's."""
+  args = dict(columns=np.zeros(LINK, np.int32), values=zeros(*LINK),
+              precedence=zeros(B, H, N), write_weights=zeros(B, H, N),
+              prev_read_weights=zeros(B, R, N), content=zeros(B, R, N),
+              read_modes=zeros(B, R, M), memory=zeros(B, N, W))
+  args.update(changes)
+  return list(args.values())
+
+
+STEP_RESULTS = [(LINK, np.int32), (LINK, F32), ((B, R, N), F32),
+                ((B, R, W), F32), (LINK, np.int32), ((B, H, 2, K), np.int32)]
+STEP_GRADS = [(LINK, F32), ((B, H, N), F32), ((B, H, N), F32),
+              ((B, R, N), F32), ((B, R, N), F32), ((B, R, M), F32),
+              ((B, N, W), F32)]
+
+
+def link_step_vjp_args(**changes):
+  """The step's operands, its residuals, then the cotangents."""
+  args = dict(new_columns=np.zeros(LINK, np.int32), new_values=zeros(*LINK),
+              chosen=np.zeros(LINK, np.int32),
+              tops=np.zeros((B, H, 2, K), np.int32), g_new_values=zeros(*LINK),
+              g_read_weights=zeros(B, R, N), g_read_words=zeros(B, R, W))
+  step = {name: changes.pop(name) for name in list(changes)
+          if name not in args}
+  args.update(changes)
+  return link_step_args(**step) + list(args.values())
+
+
+@pytest.mark.parametrize("name,shape,pattern", [
+    ("values", (B, H, N, K + 1), r"values has shape \[4, 2, 6, 4\], "
+     r"expected \[4, 2, 6, 3\]"),
+    ("precedence", (B, H, N + 1), r"precedence has shape \[4, 2, 7\], "
+     r"expected \[4, 2, 6\]"),
+    ("write_weights", (B, 1, N), r"write_weights has shape \[4, 1, 6\]"),
+    ("read_modes", (B, R, M + 1), r"read_modes has shape \[4, 2, 6\]"),
+    ("memory", (B, N, W, 1), r"memory has shape \[4, 6, 3, 1\], expected "
+     r"3 axes"),
+])
+def test_sparse_link_step_names_the_operand(name, shape, pattern):
+  args = link_step_args(**{name: zeros(*shape)})
+  expect_error("DncSparseLinkStepF32", args, STEP_RESULTS,
+               "sparse link step: " + pattern)
+
+
+def test_sparse_link_step_checks_results_k_and_columns():
+  new_columns, _, read_weights, *_ = call("DncSparseLinkStepF32",
+                                           link_step_args(), STEP_RESULTS)
+  assert new_columns.shape == LINK and read_weights.shape == (B, R, N)
+  for index, shape, name in [(4, (B, H, N, K + 1), "chosen"),
+                             (5, (B, H, K, 2), "tops"),
+                             (3, (B, R, W + 1), "read_words")]:
+    results = list(STEP_RESULTS)
+    results[index] = (shape, results[index][1])
+    expect_error("DncSparseLinkStepF32", link_step_args(), results,
+                 rf"sparse link step: {name} \(result\) has shape")
+  big = (B, H, 2, 3)  # K = 3 > N = 2
+  expect_error("DncSparseLinkStepF32",
+               link_step_args(columns=np.zeros(big, np.int32),
+                              values=zeros(*big), precedence=zeros(B, H, 2),
+                              write_weights=zeros(B, H, 2),
+                              prev_read_weights=zeros(B, R, 2),
+                              content=zeros(B, R, 2), memory=zeros(B, 2, W)),
+               STEP_RESULTS, r"sparse link step: K = 3 \(columns' last "
+               r"axis\) must be in \[1, N = 2\]")
+  for bad in (-1, N):
+    columns = np.zeros(LINK, np.int32)
+    columns[2, 1, 3, 0] = bad
+    expect_error("DncSparseLinkStepF32", link_step_args(columns=columns),
+                 STEP_RESULTS, r"sparse link step: a stored column is "
+                 rf"outside \[0, N\): columns\[\d+\] \(flat\) = {bad}, N = 6")
+
+
+def test_sparse_link_step_vjp_checks_shapes():
+  grads = call("DncSparseLinkStepVjpF32", link_step_vjp_args(), STEP_GRADS)
+  assert [g.shape for g in grads] == [s for s, _ in STEP_GRADS]
+  expect_error("DncSparseLinkStepVjpF32",
+               link_step_vjp_args(new_values=zeros(B, H, N, K + 1)),
+               STEP_GRADS, r"sparse link step VJP: new_values has shape "
+               r"\[4, 2, 6, 4\], expected \[4, 2, 6, 3\]")
+  expect_error("DncSparseLinkStepVjpF32",
+               link_step_vjp_args(g_read_words=zeros(B, R, W + 1)), STEP_GRADS,
+               r"sparse link step VJP: g_read_words has shape")
+  expect_error("DncSparseLinkStepVjpF32",
+               link_step_vjp_args(tops=np.zeros((B, H, K), np.int32)),
+               STEP_GRADS,
+               r"sparse link step VJP: tops has shape")
+  expect_error("DncSparseLinkStepVjpF32", link_step_vjp_args(),
+               STEP_GRADS[:6] + [((B, N, W + 1), F32)],
+               r"sparse link step VJP: g_memory \(result\) has shape")
+
+
+@pytest.mark.parametrize("name,bad,pattern", [
+    ("columns", N, r"a stored column is outside \[0, N\): columns"),
+    ("new_columns", -1, r"a new column is outside \[0, N\): new_columns"),
+    ("tops", N, r"a top-K index is outside \[0, N\): tops"),
+    ("chosen", 2 * K, r"a chosen candidate is outside \[0, 2K\): chosen"),
+    ("chosen", -1, r"a chosen candidate is outside \[0, 2K\): chosen"),
+])
+def test_sparse_link_step_vjp_refuses_out_of_range_indices(name, bad,
+                                                           pattern):
+  # The VJP reads its residuals as indices: a bad one (from a caller of
+  # the raw target) is an error, never a read outside the buffers.
+  shape = (B, H, 2, K) if name == "tops" else LINK
+  indices = np.zeros(shape, np.int32)
+  indices[1, 1, 1, 1] = bad
+  expect_error("DncSparseLinkStepVjpF32",
+               link_step_vjp_args(**{name: indices}), STEP_GRADS,
+               r"sparse link step VJP: " + pattern)
+
+
 # --- sorting -----------------------------------------------------------------
 
 

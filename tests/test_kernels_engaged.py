@@ -123,9 +123,9 @@ def test_memory_step_backward_kernel_matches_xla_gradients():
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-9)
 
 
-# Sparse link, indexed storage: update cost N * K * K * 4 per (example,
-# head), b * H = 4 links of 512 * 16 * 4 -> 4 tasks; read-out cost
-# R * N * (W + 2K) per example -> 4 * 24,576 / 2**15 = 3 tasks.
+# Sparse link, indexed storage: the step kernel's cost H * N * K * 4 +
+# R * N * (W + 2HK) per example, 8,192 + 24,576 -> 4 * 32,768 / 2**15 = 4
+# tasks; its VJP's H * N * K * 4 + R * N * (2W + 4HK) -> 7 tasks.
 SB, SN, SW, SR, SH, SK = 4, 512, 16, 2, 1, 4
 
 
@@ -142,7 +142,7 @@ def fused(iface, state):
 def check_against_reference(iface, state, refs, atol):
   """One kernel step and one reference step per example; the new refs."""
   text = hlo(fused, iface, state)
-  assert "DncSparseLinkUpdate" in text and "DncSparseReadOut" in text
+  assert "DncSparseLinkStep" in text
   words, state = jax.jit(fused)(iface, state)
   iface64 = jax.tree.map(lambda x: np.asarray(x, np.float64), iface)
   for i in range(SB):
@@ -177,7 +177,7 @@ def test_sparse_link_kernels_match_the_numpy_reference_f64_and_f32():
                        state_to_reference(state, i)) for i in range(SB)]
   iface = jax.tree.map(lambda x: np.asarray(x, np.float32),
                        random_interface(rng, SB, SR, SH, SW, sharp=3.0))
-  assert "F32" in hlo(fused, iface, state).split("DncSparseLinkUpdate")[1][:3]
+  assert "F32" in hlo(fused, iface, state).split("DncSparseLinkStep")[1][:3]
   check_against_reference(iface, state, refs, 1e-5)
 
 
@@ -208,7 +208,7 @@ def test_sparse_link_vjp_kernels_match_xla_gradients():
           state.memory, state.read_weights)
   grad_fused = jax.grad(loss("fused"), argnums=tuple(range(5)))
   text = hlo(grad_fused, *args)
-  assert "DncSparseLinkUpdateVjp" in text and "DncSparseReadOutVjp" in text
+  assert "DncSparseLinkStepVjp" in text
   got = jax.tree.leaves(jax.jit(grad_fused)(*args))
   want = jax.tree.leaves(
       jax.grad(loss("xla"), argnums=tuple(range(5)))(*args))

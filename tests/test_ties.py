@@ -183,3 +183,50 @@ def test_2000_steps_agree_step_by_step(link):
     assert float(difference) <= 1e-9, f"step {t}: differs by {difference}"
     state = got if t % 2 == 0 else want
   print(f"{STEPS} steps ({link}): {time.perf_counter() - start:.1f} s")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sparse_link_step_gradients_at_exact_ties_equal_the_xla_path(dtype):
+  """DncSparseLinkStep[Vjp] at ties in every top-K it takes.
+
+  The write weights tie 8 ways for K = 4 places, the precedence 6 ways,
+  stored link values tie (0.5 on each slot's successor), and the new
+  candidates tie with each other: the kernel must keep the entries XLA's
+  top_k keeps, so its values and the gradients through them are the XLA
+  path's.
+  """
+  from dnc_jax.links import indexed
+  rng = np.random.default_rng(3)
+  heads, reads = 2, 3
+  as_float = lambda x: jnp.asarray(x, dtype)
+  columns = np.zeros((B, heads, N, K), np.int32)
+  columns[..., 0] = (np.arange(N) + 1) % N
+  values = np.zeros((B, heads, N, K))
+  values[..., 0] = 0.5
+  precedence = np.broadcast_to(np.where(np.arange(N) % 3 == 0, 0.05, 0.02),
+                               (B, heads, N))
+  write = np.broadcast_to(np.where(np.arange(N) % 2 == 0, 0.1, 0.0125),
+                          (B, heads, N))
+  prev_read = np.full((B, reads, N), 1.0 / N)
+  content = rng.dirichlet(np.ones(N), size=(B, reads))
+  modes = rng.dirichlet(np.ones(1 + 2 * heads), size=(B, reads))
+  memory = rng.normal(size=(B, N, W))
+  operands = tuple(as_float(x) for x in (values, precedence, write, prev_read,
+                                         content, modes, memory))
+  step = lambda backend: lambda *ops: indexed.link_step(
+      jnp.asarray(columns), *ops, backend=backend)
+  want, pull_want = jax.vjp(step("xla"), *operands)
+  got, pull_got = jax.vjp(step("auto"), *operands)
+  np.testing.assert_array_equal(got.indices, want.indices)
+  atol = 1e-12 if dtype == np.float64 else 1e-6
+  for x, y in zip(got[1:], want[1:]):
+    np.testing.assert_allclose(x, y, atol=atol, rtol=0)
+  assert np.count_nonzero(got.values) > 0
+  cotangent = jax.tree.map(
+      lambda x: (as_float(rng.normal(size=x.shape))
+                 if jnp.issubdtype(x.dtype, jnp.floating)
+                 else np.zeros(x.shape, jax.dtypes.float0)), want)
+  for x, y in zip(pull_got(cotangent), pull_want(cotangent)):
+    np.testing.assert_allclose(x, y, atol=10 * atol, rtol=0)
+  text = jax.jit(step("auto")).lower(*operands).as_text()
+  assert "DncSparseLinkStep" in text

@@ -9,11 +9,12 @@ work per step instead of ``O(N²)``. The maths equals
 
 Functions here take a single write head's arrays (no batch axis) and are
 lifted over batch and head axes with ``jax.vmap`` by :func:`batched`, except
-:func:`update`, :func:`directional_weights` and :func:`read_out`, which take
-whole batches; unless ``backend="xla"``, ``update`` and ``read_out`` run on
-the CPU as kernels with their gradients (``csrc/sparse_link.cc``), where
-XLA's small gathers, scatters and top-k's cost far more than the ``O(N·K)``
-work itself.
+:func:`update`, :func:`directional_weights`, :func:`read_out` and
+:func:`link_step`, which take whole batches; unless ``backend="xla"``,
+``update``, ``read_out`` and ``link_step`` (both in one pass, what a memory
+step runs) are CPU kernels with their gradients (``csrc/sparse_link.cc``),
+where XLA's small gathers, scatters and top-k's cost far more than the
+``O(N·K)`` work itself.
 
 The link-kind interface (see :mod:`dnc_jax.links`) is at the end.
 """
@@ -344,6 +345,139 @@ def read_out(indices: jax.Array, values: jax.Array,
                                  *args, floats=args[1:]))
 
 
+# The whole step as one kernel pair (DncSparseLinkStep[Vjp]): the update of
+# every head's link and the read-out through the new links, in one pass per
+# example. Its operands are the update's, then the read-out's other ones.
+class StepInputs(NamedTuple):
+  indices: jax.Array
+  values: jax.Array
+  precedence: jax.Array
+  write_weights: jax.Array
+  prev_read_weights: jax.Array
+  content: jax.Array
+  read_modes: jax.Array
+  memory: jax.Array
+
+
+class StepOutputs(NamedTuple):
+  indices: jax.Array
+  values: jax.Array
+  read_weights: jax.Array
+  read_words: jax.Array
+
+
+class StepResiduals(NamedTuple):
+  """What the forward kernel leaves for its VJP besides its outputs."""
+  chosen: jax.Array  # [..., H, N, K] int32: each new pair's candidate
+  tops: jax.Array  # [..., H, 2, K] int32: top-K of write weights, precedence
+
+
+STEP_DIMS = StepInputs(
+    indices=("H", "N", "K"), values=("H", "N", "K"), precedence=("H", "N"),
+    write_weights=("H", "N"), prev_read_weights=("R", "N"),
+    content=("R", "N"), read_modes=("R", "M"), memory=("N", "W"))
+
+
+def check_step_operands(args: StepInputs, dtypes: bool = True):
+  """``ValueError`` unless the step's operands fit together."""
+  where = "sparse link step"
+  sizes = operands.check(where, STEP_DIMS._asdict(), args._asdict(),
+                         integer=("indices",), dtypes=dtypes)
+  _check_k(where, sizes)
+  operands.require(where, "M", sizes, 1 + 2 * sizes["H"][0],
+                   "1 + 2H (read modes: backward × H, content, forward × H)")
+
+
+def _step_xla(indices, values, precedence, write_weights, prev_read_weights,
+              content, read_modes, memory, *, backend: str):
+  update_one = functools.partial(link_update, k=indices.shape[-1],
+                                 backend=backend)
+  indices, values = batched(update_one, indices.ndim - 2)(
+      indices, values, precedence, write_weights)
+  return (indices, values, *_read_out_xla(indices, values, prev_read_weights,
+                                          content, read_modes, memory))
+
+
+def _step_call(args: StepInputs):
+  """The forward kernel: ``StepOutputs`` then ``StepResiduals``."""
+  *batch, num_writes, _, k = args.indices.shape
+  int32 = functools.partial(jax.ShapeDtypeStruct, dtype=jnp.int32)
+  outputs = StepOutputs(
+      int32(args.indices.shape), _like(args.values), _like(args.content),
+      jax.ShapeDtypeStruct(args.content.shape[:-1] + args.memory.shape[-1:],
+                           args.memory.dtype))
+  residuals = StepResiduals(int32(args.indices.shape),
+                            int32((*batch, num_writes, 2, k)))
+  results = jax.ffi.ffi_call(
+      backends.target(backends.SPARSE_LINK_STEP, args.values.dtype),
+      (*outputs, *residuals), vmap_method="broadcast_all")(*args)
+  return StepOutputs(*results[:4]), StepResiduals(*results[4:])
+
+
+@jax.custom_vjp
+def _step_kernel(*args):
+  return tuple(_step_call(StepInputs(*args))[0])
+
+
+def _step_kernel_fwd(*args):
+  args = StepInputs(*args)
+  outputs, residuals = _step_call(args)
+  # The VJP takes the new link as computed (it re-reads f, b and the read
+  # weights from it: cheaper than keeping them, docs/kernels.md).
+  return tuple(outputs), (args, outputs.indices, outputs.values, residuals)
+
+
+def _step_kernel_bwd(saved, cotangents):
+  # Operands: the inputs, the new link, the residuals, then the cotangents
+  # of the new values, read weights and read words; results: the
+  # cotangents of the float inputs. The update is not redone.
+  args, new_indices, new_values, residuals = saved
+  cotangents = StepOutputs(*cotangents)
+  grads = jax.ffi.ffi_call(
+      backends.target(backends.SPARSE_LINK_STEP_VJP, args.values.dtype),
+      tuple(_like(x) for x in args[1:]), vmap_method="broadcast_all")(
+          *args, new_indices, new_values, *residuals, cotangents.values,
+          cotangents.read_weights, cotangents.read_words)
+  return (_float0_like(args.indices), *grads)
+
+
+_step_kernel.defvjp(_step_kernel_fwd, _step_kernel_bwd)
+
+
+def link_step(indices: jax.Array, values: jax.Array, precedence: jax.Array,
+              write_weights: jax.Array, prev_read_weights: jax.Array,
+              content: jax.Array, read_modes: jax.Array, memory: jax.Array,
+              backend: str = "auto") -> StepOutputs:
+  """:func:`update` then :func:`read_out` through the new link, as one call.
+
+  Unless ``backend="xla"`` (or ``"pallas"``), one CPU kernel does both in
+  one pass per example, and its VJP kernel both backwards, from residuals
+  the forward saved (``csrc/sparse_link.cc``).
+
+  Args:
+    indices, values: the link, ``[..., H, N, K]``.
+    precedence: ``[..., H, N]``, the previous step's.
+    write_weights: ``[..., H, N]``, this step's.
+    prev_read_weights: ``[..., R, N]``.
+    content: ``[..., R, N]`` content read weights.
+    read_modes: ``[..., R, 1 + 2H]`` (backward × H, content, forward × H).
+    memory: ``[..., N, W]``, after this step's write.
+    backend: as for :func:`update`.
+  Returns:
+    ``StepOutputs(indices, values, read_weights, read_words)``: the new
+    link ``[..., H, N, K]``, ``[..., R, N]`` and ``[..., R, W]``.
+  Raises:
+    ValueError: when the operands' shapes or dtypes do not fit together.
+  """
+  args = StepInputs(indices, values, precedence, write_weights,
+                    prev_read_weights, content, read_modes, memory)
+  use = backends.use_kernels(backend, *args[1:])
+  check_step_operands(args, dtypes=use)
+  return StepOutputs(*backends.dispatch(
+      backend, _step_kernel, functools.partial(_step_xla, backend=backend),
+      *args, floats=args[1:]))
+
+
 def to_dense(indices: jax.Array, values: jax.Array) -> jax.Array:
   """The ``[N, N]`` matrix held by ``(indices [N, K], values [N, K])``."""
   num_slots = indices.shape[0]
@@ -401,12 +535,10 @@ def step(linkage: SparseTemporalLinkageState, write_weights: jax.Array,
   del k  # The state's last axis.
   precedence = addressing.precedence_update(linkage.precedence_weights,
                                             write_weights)
-  indices, values = update(linkage.link_indices, linkage.link_values,
-                           linkage.precedence_weights, write_weights,
-                           backend=backend)
-  read_weights, read_words = read_out(indices, values, prev_read_weights,
-                                      content, read_modes, memory,
-                                      backend=backend)
+  indices, values, read_weights, read_words = link_step(
+      linkage.link_indices, linkage.link_values, linkage.precedence_weights,
+      write_weights, prev_read_weights, content, read_modes, memory,
+      backend=backend)
   return (SparseTemporalLinkageState(indices, values, precedence),
           read_weights, read_words)
 

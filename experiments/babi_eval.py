@@ -82,8 +82,10 @@ def beside_table(tables: List[dict], split: str) -> str:
   Each column is headed by the run's model kind, folder and which
   parameters were evaluated; the paper's DNC1 mean is the last column.
   """
-  heads = [f"{t.get('kind', '?')}: {t.get('run', '?')}, "
-           f"{t.get('parameters', '?')}" for t in tables]
+  # Tables written before the kind was recorded name only their run.
+  heads = [(f"{t['kind']}: " if t.get("kind") else "")
+           + f"{t.get('run', '?')}, {t.get('parameters', '?')}"
+           for t in tables]
   tasks = sorted({int(k) for t in tables for k in t["per_task"]})
   lines = [f"| task | " + " | ".join(f"{h} {split} error %" for h in heads)
            + " | paper DNC1 mean % |",

@@ -101,7 +101,9 @@ def build_parser(prog: str = "dnc-train", task: Optional[str] = None
              "use_temporal_links": "drop the link matrix (content reads "
              "only)", "clip_value": "clip controller and output (0: off)",
              "shift_range": "NTM presets: shifts -S..S (0: none)",
-             "initial_weighting": "NTM presets: one_hot or zeros"})
+             "initial_weighting": "NTM presets: one_hot or zeros",
+             "weighting_grad_clip": "NTM presets: clip the gradient into "
+             "the previous weightings (docs/ntm.md)"})
   generated += flag_gen.add_dataclass_flags(
       groups["optimizer"], "optimizer", [OptimizerConfig], seen=seen,
       rename={"name": "optimizer"}, helps=_OPTIMIZER_HELP)

@@ -353,7 +353,8 @@ def _as_ntm(base: Dict[str, Any], **model) -> Dict[str, Any]:
   preset["kind"] = "ntm"
   preset["model"] = dict({k: v for k, v in preset["model"].items()
                           if k in _NTM_FIELDS},
-                         shift_range=1, initial_weighting="one_hot", **model)
+                         shift_range=1, initial_weighting="one_hot",
+                         weighting_grad_clip=None, **model)
   return preset
 
 

@@ -303,14 +303,21 @@ class _Layout:
             _pad_to(prev_read_weights, {1: rp, 2: np_}))
 
 
+def _laid_out(prev_link, prev_precedence, write_weights, prev_read_weights,
+              block: int):
+  """The :class:`_Layout` of these operands and the operands padded to it
+  (what both kernels start from)."""
+  batch, heads, n = prev_precedence.shape
+  lay = _Layout(batch, heads, n, prev_read_weights.shape[1], block)
+  return lay, lay.pad_inputs(prev_link, prev_precedence, write_weights,
+                             prev_read_weights)
+
+
 def _forward(prev_link, prev_precedence, write_weights, prev_read_weights,
              interpret: bool, block: int):
-  batch, heads, n = prev_precedence.shape
-  reads = prev_read_weights.shape[1]
-  lay = _Layout(batch, heads, n, reads, block)
-  link, prec, write, read = lay.pad_inputs(prev_link, prev_precedence,
-                                           write_weights, prev_read_weights)
-  dtype = link.dtype
+  lay, (link, prec, write, read) = _laid_out(
+      prev_link, prev_precedence, write_weights, prev_read_weights, block)
+  n, reads, dtype = lay.n, lay.reads, link.dtype
   kernel = functools.partial(_forward_kernel, block=block, num_reads=reads)
   new_link, fwd_parts, bwd_parts = pl.pallas_call(
       kernel,
@@ -348,12 +355,9 @@ def _link_step_fwd(prev_link, prev_precedence, write_weights,
 def _link_step_bwd(interpret, block, residuals, cotangents):
   prev_link, prev_precedence, write_weights, prev_read_weights = residuals
   g_link, g_forward, g_backward = cotangents
-  batch, heads, n = prev_precedence.shape
-  reads = prev_read_weights.shape[1]
-  lay = _Layout(batch, heads, n, reads, block)
-  link, prec, write, read = lay.pad_inputs(prev_link, prev_precedence,
-                                           write_weights, prev_read_weights)
-  dtype = link.dtype
+  lay, (link, prec, write, read) = _laid_out(
+      prev_link, prev_precedence, write_weights, prev_read_weights, block)
+  n, reads, dtype = lay.n, lay.reads, link.dtype
   g_link = _pad_to(g_link.astype(dtype), {2: lay.np_, 3: lay.np_})
   # [B, R, H, N] -> [B, H, Rp, Np].
   g_forward = _pad_to(jnp.swapaxes(g_forward.astype(dtype), 1, 2),

@@ -192,6 +192,13 @@ def _check_k(where: str, sizes):
                      f"[1, N = {n}]")
 
 
+def _check_k_and_read_modes(where: str, sizes):
+  """:func:`_check_k`, and ``M = 1 + 2H`` read modes."""
+  _check_k(where, sizes)
+  operands.require(where, "M", sizes, 1 + 2 * sizes["H"][0],
+                   "1 + 2H (read modes: backward × H, content, forward × H)")
+
+
 def check_update_operands(args: UpdateInputs, dtypes: bool = True):
   """``ValueError`` unless the update's operands fit together."""
   where = "sparse link update"
@@ -205,9 +212,7 @@ def check_read_out_operands(args: ReadOutInputs, dtypes: bool = True):
   where = "sparse link read-out"
   sizes = operands.check(where, READ_OUT_DIMS._asdict(), args._asdict(),
                          integer=("indices",), dtypes=dtypes)
-  _check_k(where, sizes)
-  operands.require(where, "M", sizes, 1 + 2 * sizes["H"][0],
-                   "1 + 2H (read modes: backward × H, content, forward × H)")
+  _check_k_and_read_modes(where, sizes)
 
 
 def _float0_like(x: jax.Array) -> np.ndarray:
@@ -383,9 +388,7 @@ def check_step_operands(args: StepInputs, dtypes: bool = True):
   where = "sparse link step"
   sizes = operands.check(where, STEP_DIMS._asdict(), args._asdict(),
                          integer=("indices",), dtypes=dtypes)
-  _check_k(where, sizes)
-  operands.require(where, "M", sizes, 1 + 2 * sizes["H"][0],
-                   "1 + 2H (read modes: backward × H, content, forward × H)")
+  _check_k_and_read_modes(where, sizes)
 
 
 def _step_xla(indices, values, precedence, write_weights, prev_read_weights,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from experiments import train as train_cli
-from experiments.checkpoints import CheckpointError
+from experiments.checkpoints import CheckpointError, describe_differences
 from experiments.plot import load_run
 from experiments.plot import main as plot_main
 
@@ -104,6 +104,35 @@ def test_resume_can_extend_steps_but_not_change_the_model(uninterrupted,
     run(other, tmp_path / "run", resume=True)
   with pytest.raises(CheckpointError, match="already holds checkpoints"):
     run(tiny_settings(), tmp_path / "run")
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_with_it_off():
+  # The long bAbI run was saved before the later DNC fixes (all off by
+  # default) joined the record: it must resume with them off, not on.
+  saved = {"model": {"memory_size": 4}, "loop": {"batch_size": 4}}
+  off = {"model": {"memory_size": 4, "content_masking": False,
+                   "deallocation": False, "bypass_dropout": 0.0},
+         "loop": {"batch_size": 4}}
+  assert describe_differences(saved, off) == []
+  on = {"model": {"memory_size": 4, "content_masking": True,
+                  "bypass_dropout": 0.1}, "loop": {"batch_size": 4}}
+  assert describe_differences(saved, on) == [
+      "model.bypass_dropout: saved '<absent>', now 0.1",
+      "model.content_masking: saved '<absent>', now True"]
+  # The value's type counts (0 == False in Python), and only the listed
+  # settings, under their own section, may be absent.
+  assert describe_differences(
+      saved, {"model": {"memory_size": 4, "deallocation": 0},
+              "loop": {"batch_size": 4}}) == [
+                  "model.deallocation: saved '<absent>', now 0"]
+  assert describe_differences(
+      saved, {"model": {"memory_size": 4},
+              "loop": {"batch_size": 4, "content_masking": False}}) == [
+                  "loop.content_masking: saved '<absent>', now False"]
+  assert describe_differences(
+      saved, {"model": {"memory_size": 4, "word_size": 4},
+              "loop": {"batch_size": 4}}) == [
+                  "model.word_size: saved '<absent>', now 4"]
 
 
 def corrupt(folder):

@@ -1,0 +1,276 @@
+r"""Where a Mini-SHRDLU agent stands on one-move goals, and why.
+
+Two probes on boards of 3 blocks with one-constraint goals one move away
+(lesson 1's boards and goals, Extended Data Table 6):
+
+``policy``: a trained run's policy with 1, 2 and 3 goals shown (lesson 1
+has 2), the fraction of constraints satisfied at the end, how often the
+goal was ever reached, the same per relation, and a uniformly random
+policy beside it. If one goal does no better than two, recalling which
+goal the go cue names is not what holds the agent back::
+
+  python -m experiments.shrdlu.probe policy --checkpoint RUN [--episodes 1000]
+
+``clone``: the same networks trained by plain supervision instead of
+reinforcement learning: cross-entropy to a teacher that makes the move
+satisfying the goal (then passes), the teacher's moves fed to the board.
+``--model dnc`` is the policy DNC of the ``cpu`` preset, which sees the
+constraint at the presentation step and must recall it when it acts;
+``--model mlp`` is a two-layer perceptron given the constraint and the
+board of the go step in one input (no recall). The figure printed is how
+often the network's most likely first move satisfies the goal::
+
+  python -m experiments.shrdlu.probe clone --model dnc|mlp [--seconds 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Dict, List, Optional
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from experiments.shrdlu import agent
+from experiments.shrdlu import env
+from experiments.shrdlu import solver
+from experiments.shrdlu.curriculum import lesson_table
+
+RELATIONS = ("above", "below", "left of", "right of")
+
+
+def one_move_lesson(goals: int) -> env.Lesson:
+  """Extended Data Table 6 lesson 1's boards and goals, ``goals`` shown."""
+  return env.Lesson((goals, goals), (3, 3), (1, 1), (1, 1))
+
+
+def solving_moves(state: env.State) -> jax.Array:
+  """``bool[7]``: the actions after which the chosen goal holds."""
+  size = state.goal_sizes[state.chosen]
+
+  def holds_after(action):
+    board, _ = env.move(state.board, action)
+    return env.constraints_satisfied(board, state.goals[state.chosen],
+                                     size) == size
+
+  return jax.vmap(holds_after)(jnp.arange(env.NUM_ACTIONS))
+
+
+def teacher_action(state: env.State) -> jax.Array:
+  """Pass once the chosen goal holds, else the first solving move."""
+  size = state.goal_sizes[state.chosen]
+  holds = env.constraints_satisfied(state.board, state.goals[state.chosen],
+                                    size) == size
+  return jnp.where(holds, solver.PASS,
+                   jnp.argmax(solving_moves(state))).astype(jnp.int32)
+
+
+def _rows(lesson: env.Lesson, batch: int) -> jax.Array:
+  return jnp.asarray(np.repeat(lesson_table([lesson]), batch, axis=0))
+
+
+def _summary(final: env.State) -> Dict[str, np.ndarray]:
+  return dict(fraction=np.asarray(jax.vmap(env.fraction_satisfied)(final)),
+              reached=np.asarray(final.solved_at) >= 0,
+              relation=np.asarray(final.goals[:, 0, 0, 1]))
+
+
+def random_policy(key, lesson: env.Lesson, episodes: int, tables,
+                  params: env.EnvParams = env.EnvParams()
+                  ) -> Dict[str, np.ndarray]:
+  """Uniformly random actions on ``episodes`` episodes of ``lesson``."""
+  reset_key, run_key = jax.random.split(key)
+  state, _ = env.batch_reset(jax.random.split(reset_key, episodes),
+                             _rows(lesson, episodes), tables)
+  steps = lesson.max_steps + params.slack
+
+  def body(state, key):
+    action = jax.random.randint(key, (episodes,), 0, env.NUM_ACTIONS)
+    state, _, _, _ = env.batch_step(state, action, params)
+    return state, None
+
+  final, _ = jax.lax.scan(body, state, jax.random.split(run_key, steps))
+  return _summary(final)
+
+
+def policy_probe(task, params, key, episodes: int,
+                 goal_counts=(1, 2, 3)) -> List[Dict]:
+  """Rows ``{"policy", "goals", "fraction", "reached", "by_relation"}`` for
+  the run's policy (actions sampled, as in training) and a random one."""
+  rows = []
+  for goals in goal_counts:
+    lesson = one_move_lesson(goals)
+    steps = lesson.max_steps + task.env_params.slack
+    key, sub = jax.random.split(key)
+    final, _ = jax.jit(
+        lambda p, k, r: agent.rollout(task.model.core, p, k, r,
+                                      task.tables(), steps,
+                                      task.env_params))(
+        params, sub, _rows(lesson, episodes))
+    for name, result in (("trained", _summary(final)),
+                         ("random", random_policy(sub, lesson, episodes,
+                                                  task.tables(),
+                                                  task.env_params))):
+      rows.append(dict(
+          policy=name, goals=goals,
+          fraction=float(result["fraction"].mean()),
+          reached=float(result["reached"].mean()),
+          by_relation=[float(result["fraction"][result["relation"] == r]
+                             .mean()) if np.any(result["relation"] == r)
+                       else float("nan") for r in range(4)]))
+  return rows
+
+
+# --- Behaviour cloning of the one-move teacher. ----------------------------
+
+CPU_DNC = dict(kind="dnc", controller="lstm", hidden_size=64, num_layers=1,
+               memory_size=16, word_size=16, num_reads=2,
+               controller_grad_clip=10.0)
+
+
+def _dnc_clone_loss(model, tables, lesson: env.Lesson, batch: int):
+  steps = lesson.max_steps + env.EnvParams().slack
+  rows = _rows(lesson, batch)
+
+  def loss(params, key):
+    state, obs = env.batch_reset(jax.random.split(key, batch), rows, tables)
+
+    def body(carry, _):
+      state, obs, net = carry
+      outputs, net = model.core.step(params, obs, net)
+      logits, _ = agent.split_outputs(outputs)
+      target = jax.vmap(teacher_action)(state)
+      acting = (state.t >= state.num_present) & ~state.done
+      first = acting & (state.t == state.num_present)
+      solves = jnp.take_along_axis(jax.vmap(solving_moves)(state),
+                                   jnp.argmax(logits, -1)[:, None], 1)[:, 0]
+      nll = -jnp.take_along_axis(jax.nn.log_softmax(logits),
+                                 target[:, None], 1)[:, 0]
+      state, obs, _, _ = env.batch_step(state, target)
+      return (state, obs, net), (nll * acting, solves & first)
+
+    carry = (state, obs, model.core.initial_state(params, batch))
+    _, (nll, first_solves) = jax.lax.scan(body, carry, None, length=steps)
+    return nll.sum() / batch, first_solves.sum() / batch
+
+  return loss
+
+
+def _mlp_clone_loss(mlp, tables, lesson: env.Lesson, batch: int):
+  rows = _rows(lesson, batch)
+
+  def loss(params, key):
+    state, shown = env.batch_reset(jax.random.split(key, batch), rows,
+                                   tables)
+    # One presentation step per goal constraint: step once to the go cue.
+    state, go, _, _ = env.batch_step(state, jnp.zeros(batch, jnp.int32))
+    logits = mlp.apply(params, jnp.concatenate([shown, go], -1))
+    target = jax.vmap(teacher_action)(state)
+    solves = jnp.take_along_axis(jax.vmap(solving_moves)(state),
+                                 jnp.argmax(logits, -1)[:, None], 1)[:, 0]
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), target[:, None],
+                               1)[:, 0]
+    return nll.mean(), solves.mean()
+
+  return loss
+
+
+def clone(model_kind: str, seconds: float, batch: int = 128,
+          learning_rate: float = 1e-3, seed: int = 0, log_every: int = 200,
+          max_updates: Optional[int] = None, out=sys.stdout) -> List[Dict]:
+  """Supervised training on one-goal one-move episodes; returns the log
+  ``[{"update", "seconds", "loss", "first_move_solves"}]``."""
+  lesson = one_move_lesson(1)
+  tables = env.tables()
+  key = jax.random.PRNGKey(seed)
+  if model_kind == "dnc":
+    model = agent.make_model(CPU_DNC)
+    steps = lesson.max_steps + env.EnvParams().slack
+    params = model.init(key, jnp.zeros((steps, batch, env.OBS_SIZE)))
+    loss = _dnc_clone_loss(model, tables, lesson, batch)
+  elif model_kind == "mlp":
+    mlp = hk.without_apply_rng(hk.transform(
+        lambda x: hk.nets.MLP([256, 256, env.NUM_ACTIONS])(x)))
+    params = mlp.init(key, jnp.zeros((batch, 2 * env.OBS_SIZE)))
+    loss = _mlp_clone_loss(mlp, tables, lesson, batch)
+  else:
+    raise ValueError(f"model must be 'dnc' or 'mlp', got {model_kind!r}")
+  optimizer = optax.adam(learning_rate)
+  opt_state = optimizer.init(params)
+
+  @jax.jit
+  def update(params, opt_state, key):
+    (value, solves), grads = jax.value_and_grad(loss, has_aux=True)(
+        params, key)
+    updates, opt_state = optimizer.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state, value, solves
+
+  log, start, n = [], time.time(), 0
+  while True:
+    key, sub = jax.random.split(key)
+    params, opt_state, value, solves = update(params, opt_state, sub)
+    n += 1
+    done = (time.time() - start >= seconds
+            or (max_updates is not None and n >= max_updates))
+    if n % log_every == 0 or done:
+      row = dict(update=n, seconds=round(time.time() - start, 1),
+                 loss=float(value), first_move_solves=float(solves))
+      log.append(row)
+      print(f"update {n:>6} {row['seconds']:>7.1f}s loss {row['loss']:.3f} "
+            f"first move solves {row['first_move_solves']:.3f}", file=out,
+            flush=True)
+    if done:
+      return log
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m experiments.shrdlu.probe",
+                                   description=__doc__.split("\n\n")[0])
+  sub = parser.add_subparsers(dest="probe", required=True)
+  p = sub.add_parser("policy", help="a trained run's policy, 1-3 goals")
+  p.add_argument("--checkpoint", required=True)
+  p.add_argument("--episodes", type=int, default=1000)
+  p.add_argument("--seed", type=int, default=5)
+  c = sub.add_parser("clone", help="supervised cloning of one-move moves")
+  c.add_argument("--model", choices=("dnc", "mlp"), required=True)
+  c.add_argument("--seconds", type=float, default=300.0)
+  c.add_argument("--batch-size", type=int, default=128)
+  c.add_argument("--learning-rate", type=float, default=1e-3)
+  c.add_argument("--seed", type=int, default=0)
+  args = parser.parse_args(argv)
+  if args.probe == "clone":
+    if args.batch_size < 1 or args.seconds <= 0:
+      parser.exit(2, "probe: error: --batch-size and --seconds must be "
+                  "positive\n")
+    clone(args.model, args.seconds, args.batch_size, args.learning_rate,
+          args.seed)
+    return 0
+  from experiments.checkpoints import CheckpointError
+  from experiments.shrdlu.eval import load_run
+  if args.episodes < 1:
+    parser.exit(2, f"probe: error: --episodes must be >= 1, got "
+                f"{args.episodes}\n")
+  try:
+    task, params, record = load_run(args.checkpoint)
+  except (ValueError, CheckpointError) as error:
+    parser.exit(2, f"probe: error: {error}\n")
+  print(f"step {record['step']}; {args.episodes} episodes per row, 3 blocks, "
+        f"one constraint one move away, actions sampled")
+  print(f"| policy | goals | satisfied | ever reached | "
+        f"{' | '.join(RELATIONS)} |")
+  print("|---|---|---|---|" + "---|" * len(RELATIONS))
+  for row in policy_probe(task, params, jax.random.PRNGKey(args.seed),
+                          args.episodes):
+    rel = " | ".join(f"{v:.3f}" for v in row["by_relation"])
+    print(f"| {row['policy']} | {row['goals']} | {row['fraction']:.3f} | "
+          f"{row['reached']:.3f} | {rel} |")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

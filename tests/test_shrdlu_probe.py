@@ -1,0 +1,71 @@
+"""The Mini-SHRDLU probes: the one-move teacher against the plain-Python
+solver, the random baseline, and supervised cloning that can learn."""
+
+import io
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.shrdlu import env
+from experiments.shrdlu import probe
+from experiments.shrdlu import solver
+from experiments.shrdlu.curriculum import lesson_table
+
+
+def test_solving_moves_agree_with_the_python_solver():
+  rng = np.random.default_rng(0)
+  tables = env.tables()
+  rows = np.repeat(lesson_table([probe.one_move_lesson(2)]), 64, 0)
+  states, _ = env.batch_reset(jax.random.split(jax.random.PRNGKey(3), 64),
+                              rows, tables)
+  moves = np.asarray(jax.vmap(probe.solving_moves)(states))
+  teacher = np.asarray(jax.vmap(probe.teacher_action)(states))
+  for i in rng.permutation(64)[:32]:
+    state = jax.tree_util.tree_map(lambda x: np.asarray(x[i]), states)
+    goal = state.goals[state.chosen][:state.goal_sizes[state.chosen]]
+    expected = []
+    for action in range(env.NUM_ACTIONS):
+      board, valid = solver.apply_move(state.board, action)
+      expected.append(bool(valid) and all(solver.satisfied(board, c)
+                                          for c in goal))
+    np.testing.assert_array_equal(moves[i], expected)
+    # Lesson 1's goals are one move away and not yet true: the teacher
+    # moves, and its move solves.
+    assert teacher[i] != solver.PASS and expected[teacher[i]]
+
+
+def test_teacher_passes_once_the_goal_holds():
+  # Block 1 on block 2 in column 0: "1 above 2" holds; moving 3 keeps it.
+  state = env.make_state([[2, 1, 0], [3, 0, 0], [0, 0, 0]], [[(1, 0, 2)]])
+  assert bool(probe.solving_moves(state)[solver.PASS])
+  assert int(probe.teacher_action(state)) == solver.PASS
+  # "2 above 3": column 0 -> 1 puts 1 on 3, not 2; no single move solves.
+  state = env.make_state([[2, 1, 0], [3, 0, 0], [0, 0, 0]], [[(2, 0, 3)]])
+  assert not np.asarray(probe.solving_moves(state)).any()
+
+
+@pytest.mark.slow  # Compiles a second rollout (~40 s on 2 cores).
+def test_random_policy_is_a_baseline_of_the_right_size():
+  result = probe.random_policy(jax.random.PRNGKey(0), probe.one_move_lesson(1),
+                               200, env.tables())
+  assert result["fraction"].shape == (200,)
+  # Seven random moves reach a one-move goal often, keep it rarely.
+  assert 0.3 < result["reached"].mean() < 0.8
+  assert 0.05 < result["fraction"].mean() < result["reached"].mean()
+
+
+@pytest.mark.slow  # 700 updates (~50 s on 2 cores).
+def test_cloning_with_the_constraint_in_view_learns_the_move():
+  out = io.StringIO()
+  log = probe.clone("mlp", seconds=600, batch=128, max_updates=700,
+                    log_every=350, out=out)
+  assert [row["update"] for row in log] == [350, 700]
+  assert log[0]["first_move_solves"] < 0.99
+  assert log[-1]["first_move_solves"] > 0.9
+  assert "first move solves" in out.getvalue()
+
+
+def test_clone_rejects_an_unknown_model():
+  with pytest.raises(ValueError, match="model must be 'dnc' or 'mlp'"):
+    probe.clone("transformer", seconds=1)

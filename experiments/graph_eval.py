@@ -289,7 +289,9 @@ def error_rows(ev: Evaluator, rng: np.random.Generator,
     kinds = {label: f"relation length {len(seq)}" + (
         ", an edge label repeated" if len(set(seq)) < len(seq) else "")
              for label, seq in task.relations.items()}
-    group = lambda position, target: kinds[target[1]]
+    # Keyed by (kind, relation label): summed by kind below, and per
+    # relation for the spread (is a wrong answer a relation not learnt?).
+    group = lambda position, target: (kinds[target[1]], target[1])
   else:
     group = lambda position, target: f"step {position} of the walk"
   total: Dict[str, Any] = {}
@@ -319,10 +321,47 @@ def error_rows(ev: Evaluator, rng: np.random.Generator,
                     total["wrong_field"][field], wrong))
   rows.append(row("wrong answers naming no node of the graph",
                   total["not_a_node"], wrong))
-  for key in sorted(total["groups"]):
-    right, count = total["groups"][key]
-    rows.append(row(f"answers right at {key}", right, count))
+  groups = total["groups"]
+  if name == "inference":
+    by_kind: Dict[str, List[int]] = {}
+    for (kind, _), (right, count) in groups.items():
+      summed = by_kind.setdefault(kind, [0, 0])
+      summed[0] += right
+      summed[1] += count
+    rows += [row(f"answers right at {key}", *by_kind[key])
+             for key in sorted(by_kind)]
+    rows += _relation_spread(where, name, {label: counts for (_, label),
+                                           counts in groups.items()})
+  else:
+    rows += [row(f"answers right at {key}", *groups[key])
+             for key in sorted(groups)]
   return rows
+
+
+def _relation_spread(where: str, name: str,
+                     per_relation: Dict[int, List[int]]
+                     ) -> List[Dict[str, Any]]:
+  """Rows: the worst and the best relation's answers right, and the share
+  of relations under 80 %; ``per_relation``: ``{label: [right, count]}``."""
+  if not per_relation:
+    return []
+  accuracy = {label: right / count
+              for label, (right, count) in per_relation.items()}
+  worst = min(accuracy, key=lambda label: (accuracy[label], label))
+  best = max(accuracy, key=lambda label: (accuracy[label], -label))
+  under = sum(value < 0.8 for value in accuracy.values())
+
+  def row(what, ours, count):
+    return {"test": "errors", "task": name, "what": f"{where}: {what}",
+            "ours": round(100 * ours, 1), "paper": "-", "count": count}
+
+  return [
+      row(f"answers right, the worst relation ({worst})", accuracy[worst],
+          per_relation[worst][1]),
+      row(f"answers right, the best relation ({best})", accuracy[best],
+          per_relation[best][1]),
+      row("relations with under 80% of answers right", under / len(accuracy),
+          len(accuracy))]
 
 
 def evaluate(run: LoadedRun, test: str, episodes: int = 200,

@@ -390,6 +390,17 @@ def test_answer_errors_sorts_wrong_answers_by_field_and_node():
   assert got["groups"] == {2: [queries - 3, queries]}
 
 
+def test_relation_spread_names_the_worst_and_best_relation():
+  rows = graph_eval._relation_spread(
+      "lesson 1", "inference", {5: [8, 10], 7: [10, 10], 9: [3, 12]})
+  assert [(r["what"], r["ours"], r["count"]) for r in rows] == [
+      ("lesson 1: answers right, the worst relation (9)", 25.0, 12),
+      ("lesson 1: answers right, the best relation (7)", 100.0, 10),
+      # 8 of 10 is not under 80%.
+      ("lesson 1: relations with under 80% of answers right", 33.3, 3)]
+  assert graph_eval._relation_spread("lesson 1", "inference", {}) == []
+
+
 def test_errors_test_reports_the_lesson_reached(tmp_path, capsys):
   run = graph_eval.untrained_run("inference")
   table = graph_eval.evaluate(run, "errors", episodes=6)
@@ -397,6 +408,11 @@ def test_errors_test_reports_the_lesson_reached(tmp_path, capsys):
   assert rows["lesson 1: queries answered exactly"]["count"] == 18
   assert sum(r["count"] for what, r in rows.items() if what.startswith(
       "lesson 1: answers right at relation length 2")) == 18
+  worst = next(r for what, r in rows.items() if "the worst relation" in what)
+  best = next(r for what, r in rows.items() if "the best relation" in what)
+  assert worst["ours"] <= best["ours"]
+  spread = rows["lesson 1: relations with under 80% of answers right"]
+  assert 1 <= spread["count"] <= 18
   wrong = rows["lesson 1: wrong answers with a wrong destination"]
   right = rows["lesson 1: answers right (termination steps apart)"]["ours"]
   assert wrong["count"] == round(18 * (1 - right / 100))

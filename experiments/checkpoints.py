@@ -9,6 +9,7 @@ a run killed mid-save leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import pathlib
@@ -17,6 +18,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import jax
 import orbax.checkpoint as ocp
+
+from dnc_jax import DNCConfig
 
 
 class CheckpointError(RuntimeError):
@@ -47,14 +50,13 @@ def _quiet_orbax():
 # a run from before the setting existed resumes, and one that turns it on
 # does not. (The later DNC fixes, all off by default, came after the long
 # bAbI run had started.)
+_LATER_DNC_FIELDS = ("content_masking", "deallocation", "link_sharpness",
+                     "controller_layer_norm", "interface_layer_norm",
+                     "bypass_dropout")
 ADDED_SETTINGS: Dict[str, Any] = {
-    "model.content_masking": False,
-    "model.deallocation": False,
-    "model.link_sharpness": False,
-    "model.controller_layer_norm": False,
-    "model.interface_layer_norm": False,
-    "model.bypass_dropout": 0.0,
-}
+    f"model.{field.name}": field.default
+    for field in dataclasses.fields(DNCConfig)
+    if field.name in _LATER_DNC_FIELDS}
 _ABSENT = "<absent>"
 
 

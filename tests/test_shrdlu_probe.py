@@ -69,3 +69,26 @@ def test_cloning_with_the_constraint_in_view_learns_the_move():
 def test_clone_rejects_an_unknown_model():
   with pytest.raises(ValueError, match="model must be 'dnc' or 'mlp'"):
     probe.clone("transformer", seconds=1)
+
+
+@pytest.mark.slow  # 2,000 updates (~60 s on 2 cores).
+def test_the_rl_recipe_learns_the_move_when_nothing_must_be_recalled():
+  out = io.StringIO()
+  log = probe.rl_without_memory(seconds=600, batch=128, entropy_cost=0.2,
+                                max_updates=2000, log_every=500, out=out)
+  assert [row["update"] for row in log] == [500, 1000, 1500, 2000]
+  # A random policy keeps ~0.2 of one-move goals (the baseline above);
+  # one batch of 128 episodes is a noisy figure, hence the wide margins.
+  assert log[0]["satisfied"] < 0.35
+  assert log[-1]["satisfied"] > 0.4
+  assert all(np.isfinite(row["value_loss"]) for row in log)
+  assert "satisfied" in out.getvalue()
+
+
+@pytest.mark.parametrize("argv", [["--seconds", "0"], ["--goals", "4"],
+                                  ["--batch-size", "0"]])
+def test_rl_probe_rejects_bad_arguments(argv, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    probe.main(["rl"] + argv)
+  assert exit_info.value.code == 2
+  assert "--goals 1..3" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 r"""Where a Mini-SHRDLU agent stands on one-move goals, and why.
 
-Two probes on boards of 3 blocks with one-constraint goals one move away
+Three probes on boards of 3 blocks with one-constraint goals one move away
 (lesson 1's boards and goals, Extended Data Table 6):
 
 ``policy``: a trained run's policy with 1, 2 and 3 goals shown (lesson 1
@@ -21,6 +21,17 @@ board of the go step in one input (no recall). The figure printed is how
 often the network's most likely first move satisfies the goal::
 
   python -m experiments.shrdlu.probe clone --model dnc|mlp [--seconds 300]
+
+``rl``: the trainer's reinforcement learning (A2C with λ-advantages, the
+same loss, RMSProp as the trainer's) on a feed-forward network given the
+presentation steps' and the go step's observations beside the current
+one, so nothing has to be remembered: does the learning rule find the
+move when recall is taken out of the problem? The figure printed is the
+fraction of constraints satisfied at the end of each logged update's
+episodes::
+
+  python -m experiments.shrdlu.probe rl [--goals 1|2] [--separate-value]
+      [--hidden 256,256] [--entropy-cost 0.05] [--seconds 300]
 """
 
 from __future__ import annotations
@@ -228,6 +239,109 @@ def clone(model_kind: str, seconds: float, batch: int = 128,
       return log
 
 
+# --- The same RL recipe on a policy that needs no memory. -----------------
+
+def _mlp_rl_loss(apply, tables, lesson: env.Lesson, batch: int, lam: float,
+                 entropy_cost: float, env_params: env.EnvParams):
+  """A2C (:func:`agent.a2c_loss`) on feed-forward policy and value heads
+  that see every presentation step's observation (one per goal: one
+  constraint each) and the go step's beside every later one, so nothing
+  has to be remembered."""
+  steps = lesson.max_steps + env_params.slack
+  rows = _rows(lesson, batch)
+  goals = lesson.goals[0]
+
+  def loss(params, key):
+    reset_key, run_key = jax.random.split(key)
+    state, first = env.batch_reset(jax.random.split(reset_key, batch), rows,
+                                   tables)
+    shown, obs = [first], first
+    for _ in range(goals - 1):
+      state, obs, _, _ = env.batch_step(state, jnp.zeros(batch, jnp.int32),
+                                        env_params)
+      shown.append(obs)
+    shown = jnp.concatenate(shown, -1)
+
+    def body(carry, key):
+      state, obs, go = carry
+      # The go step's observation (the chosen goal's letter) stays in view.
+      go = jnp.where((state.t == state.num_present)[:, None], obs, go)
+      outputs = apply(params, jnp.concatenate([shown, go, obs], -1))
+      logits, value = agent.split_outputs(outputs)
+      action = jax.random.categorical(key, logits).astype(jnp.int32)
+      mask = (state.t >= state.num_present) & ~state.done
+      state, obs, reward, _ = env.batch_step(state, action, env_params)
+      return (state, obs, go), dict(logits=logits, values=value,
+                                    actions=action, rewards=reward,
+                                    mask=mask)
+
+    (final, _, _), traj = jax.lax.scan(
+        body, (state, obs, jnp.zeros_like(obs)),
+        jax.random.split(run_key, steps - goals + 1))
+    value, metrics = agent.a2c_loss(traj, batch, lam, entropy_cost)
+    metrics["satisfied"] = jnp.mean(jax.vmap(env.fraction_satisfied)(final))
+    return value, metrics
+
+  return loss
+
+
+def rl_without_memory(seconds: float, batch: int = 128,
+                      learning_rate: float = 1e-3, lam: float = 0.5,
+                      entropy_cost: float = 0.05, hidden=(256, 256),
+                      shared: bool = True, goals: int = 1, seed: int = 0,
+                      log_every: int = 200, max_updates: Optional[int] = None,
+                      out=sys.stdout) -> List[Dict]:
+  """The ``cpu`` preset's reinforcement learning (A2C, λ-advantages, RMSProp
+  as the trainer's) on one-goal one-move episodes, with an MLP that is
+  given the constraints at every step (``hidden`` layer sizes; ``shared``:
+  one MLP gives logits and value, else two; ``goals`` shown, one
+  constraint each). Returns the log ``[{"update",
+  "seconds", "satisfied", "entropy", "value_loss"}]``."""
+  lesson = one_move_lesson(goals)
+  tables = env.tables()
+
+  def heads(x):
+    if shared:
+      return hk.nets.MLP(list(hidden) + [agent.OUTPUT_SIZE])(x)
+    return jnp.concatenate(
+        [hk.nets.MLP(list(hidden) + [env.NUM_ACTIONS], name="policy")(x),
+         hk.nets.MLP(list(hidden) + [1], name="value")(x)], -1)
+
+  mlp = hk.without_apply_rng(hk.transform(heads))
+  key = jax.random.PRNGKey(seed)
+  params = mlp.init(key, jnp.zeros((batch, (goals + 2) * env.OBS_SIZE)))
+  loss = _mlp_rl_loss(mlp.apply, tables, lesson, batch, lam, entropy_cost,
+                      env.EnvParams())
+  optimizer = optax.rmsprop(learning_rate, decay=0.99, eps=1e-5,
+                            initial_scale=1.0, eps_in_sqrt=True)
+  opt_state = optimizer.init(params)
+
+  @jax.jit
+  def update(params, opt_state, key):
+    (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params, key)
+    updates, opt_state = optimizer.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state, metrics
+
+  log, start, n = [], time.time(), 0
+  while True:
+    key, sub = jax.random.split(key)
+    params, opt_state, metrics = update(params, opt_state, sub)
+    n += 1
+    done = (time.time() - start >= seconds
+            or (max_updates is not None and n >= max_updates))
+    if n % log_every == 0 or done:
+      row = dict(update=n, seconds=round(time.time() - start, 1),
+                 satisfied=float(metrics["satisfied"]),
+                 entropy=float(metrics["entropy"]),
+                 value_loss=float(metrics["value_loss"]))
+      log.append(row)
+      print(f"update {n:>6} {row['seconds']:>7.1f}s satisfied "
+            f"{row['satisfied']:.3f} entropy {row['entropy']:.3f} value loss "
+            f"{row['value_loss']:.2f}", file=out, flush=True)
+    if done:
+      return log
+
+
 def main(argv: Optional[List[str]] = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m experiments.shrdlu.probe",
                                    description=__doc__.split("\n\n")[0])
@@ -242,7 +356,29 @@ def main(argv: Optional[List[str]] = None) -> int:
   c.add_argument("--batch-size", type=int, default=128)
   c.add_argument("--learning-rate", type=float, default=1e-3)
   c.add_argument("--seed", type=int, default=0)
+  r = sub.add_parser("rl", help="the RL recipe on an MLP with no recall")
+  r.add_argument("--seconds", type=float, default=300.0)
+  r.add_argument("--batch-size", type=int, default=128)
+  r.add_argument("--learning-rate", type=float, default=1e-3)
+  r.add_argument("--lam", type=float, default=0.5)
+  r.add_argument("--entropy-cost", type=float, default=0.05)
+  r.add_argument("--hidden", default="256,256",
+                 help="comma-separated layer sizes")
+  r.add_argument("--goals", type=int, default=1,
+                 help="goals shown (lesson 1 of Table 6: 2)")
+  r.add_argument("--separate-value", action="store_true",
+                 help="a second MLP for the value (as the agent's networks)")
+  r.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
+  if args.probe == "rl":
+    if args.batch_size < 1 or args.seconds <= 0 or not 1 <= args.goals <= 3:
+      parser.exit(2, "probe: error: --batch-size and --seconds must be "
+                  "positive, --goals 1..3\n")
+    rl_without_memory(args.seconds, args.batch_size, args.learning_rate,
+                      args.lam, args.entropy_cost,
+                      tuple(int(h) for h in args.hidden.split(",")),
+                      not args.separate_value, args.goals, args.seed)
+    return 0
   if args.probe == "clone":
     if args.batch_size < 1 or args.seconds <= 0:
       parser.exit(2, "probe: error: --batch-size and --seconds must be "

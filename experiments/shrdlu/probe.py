@@ -211,29 +211,43 @@ def clone(model_kind: str, seconds: float, batch: int = 128,
     loss = _mlp_clone_loss(mlp, tables, lesson, batch)
   else:
     raise ValueError(f"model must be 'dnc' or 'mlp', got {model_kind!r}")
-  optimizer = optax.adam(learning_rate)
+  return _train(loss, optax.adam(learning_rate), params, key, seconds,
+                max_updates, log_every, out,
+                lambda value, solves: dict(
+                    loss=float(value), first_move_solves=float(solves)))
+
+
+def _train(loss, optimizer, params, key, seconds: float,
+           max_updates: Optional[int], log_every: int, out,
+           figures) -> List[Dict]:
+  """Updates ``params`` on ``loss(params, key) -> (value, aux)`` until
+  ``seconds`` pass or ``max_updates`` are made; every ``log_every`` updates
+  (and at the end) logs ``{"update", "seconds", **figures(value, aux)}``.
+  """
   opt_state = optimizer.init(params)
 
   @jax.jit
   def update(params, opt_state, key):
-    (value, solves), grads = jax.value_and_grad(loss, has_aux=True)(
-        params, key)
+    (value, aux), grads = jax.value_and_grad(loss, has_aux=True)(params,
+                                                                  key)
     updates, opt_state = optimizer.update(grads, opt_state)
-    return optax.apply_updates(params, updates), opt_state, value, solves
+    return optax.apply_updates(params, updates), opt_state, (value, aux)
 
   log, start, n = [], time.time(), 0
   while True:
     key, sub = jax.random.split(key)
-    params, opt_state, value, solves = update(params, opt_state, sub)
+    params, opt_state, (value, aux) = update(params, opt_state, sub)
     n += 1
     done = (time.time() - start >= seconds
             or (max_updates is not None and n >= max_updates))
     if n % log_every == 0 or done:
       row = dict(update=n, seconds=round(time.time() - start, 1),
-                 loss=float(value), first_move_solves=float(solves))
+                 **figures(value, aux))
       log.append(row)
-      print(f"update {n:>6} {row['seconds']:>7.1f}s loss {row['loss']:.3f} "
-            f"first move solves {row['first_move_solves']:.3f}", file=out,
+      shown = " ".join(f"{name.replace('_', ' ')} {value:.3f}"
+                       for name, value in row.items()
+                       if name not in ("update", "seconds"))
+      print(f"update {n:>6} {row['seconds']:>7.1f}s {shown}", file=out,
             flush=True)
     if done:
       return log
@@ -292,8 +306,8 @@ def rl_without_memory(seconds: float, batch: int = 128,
                       log_every: int = 200, max_updates: Optional[int] = None,
                       out=sys.stdout) -> List[Dict]:
   """The ``cpu`` preset's reinforcement learning (A2C, λ-advantages, RMSProp
-  as the trainer's) on one-goal one-move episodes, with an MLP that is
-  given the constraints at every step (``hidden`` layer sizes; ``shared``:
+  as the trainer's) on one-move episodes of ``goals`` one-constraint goals,
+  with an MLP that is given the constraints at every step (``hidden`` layer sizes; ``shared``:
   one MLP gives logits and value, else two; ``goals`` shown, one
   constraint each). Returns the log ``[{"update",
   "seconds", "satisfied", "entropy", "value_loss"}]``."""
@@ -314,32 +328,11 @@ def rl_without_memory(seconds: float, batch: int = 128,
                       env.EnvParams())
   optimizer = optax.rmsprop(learning_rate, decay=0.99, eps=1e-5,
                             initial_scale=1.0, eps_in_sqrt=True)
-  opt_state = optimizer.init(params)
-
-  @jax.jit
-  def update(params, opt_state, key):
-    (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params, key)
-    updates, opt_state = optimizer.update(grads, opt_state)
-    return optax.apply_updates(params, updates), opt_state, metrics
-
-  log, start, n = [], time.time(), 0
-  while True:
-    key, sub = jax.random.split(key)
-    params, opt_state, metrics = update(params, opt_state, sub)
-    n += 1
-    done = (time.time() - start >= seconds
-            or (max_updates is not None and n >= max_updates))
-    if n % log_every == 0 or done:
-      row = dict(update=n, seconds=round(time.time() - start, 1),
-                 satisfied=float(metrics["satisfied"]),
-                 entropy=float(metrics["entropy"]),
-                 value_loss=float(metrics["value_loss"]))
-      log.append(row)
-      print(f"update {n:>6} {row['seconds']:>7.1f}s satisfied "
-            f"{row['satisfied']:.3f} entropy {row['entropy']:.3f} value loss "
-            f"{row['value_loss']:.2f}", file=out, flush=True)
-    if done:
-      return log
+  return _train(loss, optimizer, params, key, seconds, max_updates,
+                log_every, out,
+                lambda _, m: dict(satisfied=float(m["satisfied"]),
+                                  entropy=float(m["entropy"]),
+                                  value_loss=float(m["value_loss"])))
 
 
 def main(argv: Optional[List[str]] = None) -> int:

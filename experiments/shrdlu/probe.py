@@ -47,6 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments import loop
+from experiments import tasks
 from experiments.shrdlu import agent
 from experiments.shrdlu import env
 from experiments.shrdlu import solver
@@ -305,12 +307,12 @@ def rl_without_memory(seconds: float, batch: int = 128,
                       shared: bool = True, goals: int = 1, seed: int = 0,
                       log_every: int = 200, max_updates: Optional[int] = None,
                       out=sys.stdout) -> List[Dict]:
-  """The ``cpu`` preset's reinforcement learning (A2C, λ-advantages, RMSProp
-  as the trainer's) on one-move episodes of ``goals`` one-constraint goals,
-  with an MLP that is given the constraints at every step (``hidden`` layer sizes; ``shared``:
-  one MLP gives logits and value, else two; ``goals`` shown, one
-  constraint each). Returns the log ``[{"update",
-  "seconds", "satisfied", "entropy", "value_loss"}]``."""
+  """The ``cpu`` preset's reinforcement learning (A2C, λ-advantages, its
+  optimiser at ``learning_rate``) on one-move episodes of ``goals``
+  one-constraint goals, with an MLP given the constraints at every step
+  (``hidden`` layer sizes; ``shared``: one MLP gives logits and value, else
+  two). Returns the log ``[{"update", "seconds", "satisfied", "entropy",
+  "value_loss"}]``."""
   lesson = one_move_lesson(goals)
   tables = env.tables()
 
@@ -326,8 +328,9 @@ def rl_without_memory(seconds: float, batch: int = 128,
   params = mlp.init(key, jnp.zeros((batch, (goals + 2) * env.OBS_SIZE)))
   loss = _mlp_rl_loss(mlp.apply, tables, lesson, batch, lam, entropy_cost,
                       env.EnvParams())
-  optimizer = optax.rmsprop(learning_rate, decay=0.99, eps=1e-5,
-                            initial_scale=1.0, eps_in_sqrt=True)
+  settings = dict(tasks.preset("shrdlu", "cpu")["optimizer"],
+                  learning_rate=learning_rate)
+  optimizer = loop.make_optimizer(loop.OptimizerConfig(**settings))
   return _train(loss, optimizer, params, key, seconds, max_updates,
                 log_every, out,
                 lambda _, m: dict(satisfied=float(m["satisfied"]),

@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # One prepared run for a session lent a GPU (the device tool: at most 10
-# minutes a command, about 15 minutes of device time a session): the long
-# bAbI dnc1 run (checkpoints/babi-dnc1) resumed there for BABI_SECONDS, then
-# its newest resume state, best parameters and metrics packed into $OUT for
-# the session to commit. The brief's order puts bAbI first; see
+# minutes a command, about 15 minutes of device time a session), in the
+# brief's order:
+#   1. the long bAbI dnc1 run (checkpoints/babi-dnc1) resumed for
+#      BABI_SECONDS; its newest resume state, best parameters and metrics
+#      are packed into $OUT for the session to commit;
+#   2. the speed table (benchmarks.speed) at N = 256 beside the PyTorch
+#      peers on the same GPU, at batch 16 and at SPEED_BIG_BATCH, for at
+#      most SPEED_SECONDS;
+#   3. the dense link step, XLA against the Pallas kernels
+#      (benchmarks.gpu_link), for at most LINK_SECONDS.
+# Each part is cut at its deadline and keeps what it finished. See
 # docs/scaling.md ("On a lent GPU") for how to prepare and call it.
 #
 #   prepare once (here):  bash benchmarks/gpu_session.sh --prepare
@@ -13,7 +20,11 @@
 set -uo pipefail
 
 RUN=runs/gpu-babi-dnc1          # never the CPU run's own folder
-BABI_SECONDS=${BABI_SECONDS:-420}
+BABI_SECONDS=${BABI_SECONDS:-250}
+SPEED_SECONDS=${SPEED_SECONDS:-200}
+SPEED_BIG_BATCH=${SPEED_BIG_BATCH:-256}
+LINK_SECONDS=${LINK_SECONDS:-60}
+PEER_PYTHON=${PEER_PYTHON:-python3}   # the GPU image's python3 has torch
 DATA=${BABI_DATA:-../shared/data/babi/en-10k}
 
 if [[ "${1:-}" == "--prepare" ]]; then
@@ -24,6 +35,13 @@ if [[ "${1:-}" == "--prepare" ]]; then
     --platform manylinux2014_x86_64 -d .whl dm-haiku==0.0.17 jmp==0.0.4 \
     || exit 1
   mkdir -p .gpu
+  # The peers: pytorch-dnc 2.0's source (outside the checkout too) and the
+  # PyPI dnc 1.1.0 as installed in the CPU peers' environment (pure Python;
+  # the GPU image has torch but not dnc).
+  rm -rf .gpu/pytorch-dnc .gpu/peer-site && mkdir -p .gpu/peer-site
+  cp -r ../shared/peers/pytorch-dnc .gpu/pytorch-dnc || exit 1
+  site=$(ls -d ~/.cache/dnc_jax/peers-venv/lib/python3*/site-packages)
+  cp -r "$site"/dnc "$site"/dnc-1.1.0.dist-info .gpu/peer-site/ || exit 1
   tar -czf .gpu/babi-en10k.tar.gz -C "$(dirname "$DATA")" "$(basename "$DATA")"
   du -sh .whl .gpu
   exit 0
@@ -68,4 +86,26 @@ done
 tar -czf "$OUT/babi-dnc1.tar.gz" -C runs "$(basename "$RUN")/checkpoints" \
   "$(basename "$RUN")/best" "$(basename "$RUN")/metrics.jsonl" \
   "$(basename "$RUN")/summary.json"
+
+# The speed table: our XLA and Pallas paths and both peers on this GPU.
+# Every row is printed (and written to the JSON) as soon as it is done.
+speed_start=$SECONDS
+for batch in 16 "$SPEED_BIG_BATCH"; do
+  left=$(( SPEED_SECONDS - (SECONDS - speed_start) ))
+  (( left > 20 )) || break
+  backends=auto,pallas; [[ "$batch" == 16 ]] || backends=auto
+  PYTHONPATH=$PYTHONPATH:$PWD/.gpu/peer-site timeout -s KILL "$left" \
+    python3 -m benchmarks.speed --memory-sizes 256 --links dense \
+    --batch-size "$batch" --backends "$backends" --steps 10 --warmup 2 \
+    --peers --peer-python "$PEER_PYTHON" --peer-source .gpu/pytorch-dnc \
+    --timeout 90 --json "$OUT/speed-b$batch.json" \
+    > "$OUT/speed-b$batch.md" 2>&1
+  echo "speed table at batch $batch: exit status $?"
+  cat "$OUT/speed-b$batch.md"
+done
+
+timeout -s KILL "$LINK_SECONDS" python3 -m benchmarks.gpu_link \
+  --sizes 256,1024 --out "$OUT/gpu_link.md" > "$OUT/gpu_link.log" 2>&1
+echo "gpu_link: exit status $?"
+cat "$OUT/gpu_link.log"
 ls -la "$OUT"

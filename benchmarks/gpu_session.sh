@@ -17,6 +17,9 @@
 #   call (device tool):   run(command="bash benchmarks/gpu_session.sh",
 #                             carry=[".whl", ".gpu"], timeout_s=560)
 #   afterwards (here):    bash benchmarks/gpu_session.sh --unpack FILES_AT
+#   device time left and the machine still warm: BABI_SECONDS=<left - 40>
+#                         bash benchmarks/gpu_session.sh --continue
+#                         (bAbI only, from where the first call stopped)
 set -uo pipefail
 
 RUN=runs/gpu-babi-dnc1          # never the CPU run's own folder
@@ -70,7 +73,15 @@ python3 -c "import jax, haiku; print('jax', jax.__version__, jax.devices())" \
   || exit 1
 
 mkdir -p /tmp/babi && tar -xzf .gpu/babi-en10k.tar.gz -C /tmp/babi || exit 1
-rm -rf "$RUN" && mkdir -p runs && cp -r checkpoints/babi-dnc1 "$RUN"
+# --continue (a second call on the still-warm machine, which kept $RUN):
+# resume from where the first call stopped, bAbI only.
+continuing=false
+[[ "${1:-}" == "--continue" ]] && continuing=true
+if $continuing; then
+  [[ -d "$RUN/checkpoints" ]] || { echo "--continue: no $RUN here"; exit 1; }
+else
+  rm -rf "$RUN" && mkdir -p runs && cp -r checkpoints/babi-dnc1 "$RUN"
+fi
 # SIGTERM at the deadline: the trainer writes a final checkpoint and stops.
 timeout -s TERM "$BABI_SECONDS" python3 -m experiments.babi_train \
   --data-dir /tmp/babi/en-10k --preset dnc1 --out "$RUN" --resume \
@@ -86,6 +97,7 @@ done
 tar -czf "$OUT/babi-dnc1.tar.gz" -C runs "$(basename "$RUN")/checkpoints" \
   "$(basename "$RUN")/best" "$(basename "$RUN")/metrics.jsonl" \
   "$(basename "$RUN")/summary.json"
+$continuing && { ls -la "$OUT"; exit 0; }
 
 # The speed table: our XLA and Pallas paths and both peers on this GPU.
 # Every row is printed (and written to the JSON) as soon as it is done.

@@ -21,10 +21,10 @@ The ``backend`` argument of the pure functions (and
   interpret mode (slow; for testing) on any other platform. The rest of
   the memory step, and every other link kind, runs on the XLA path.
 
-``"auto"`` does not pick the Pallas kernels on a GPU: their speed against
-the XLA path has not been measured yet (no GPU was at hand when they were
-written). ``benchmarks/gpu_link.py`` measures it on a GPU; ``"auto"``
-should take them where it shows them faster (``docs/kernels.md``).
+``"auto"`` does not pick the Pallas kernels on a GPU: on an H200
+(``benchmarks/gpu_link.py``; ``benchmarks/results/h200-2026-11-30.md``)
+they are within 15% of the XLA path either way and the whole training
+step is no faster with them (``docs/kernels.md``).
 
 See ``docs/maths.md`` §6 for where the kernels sit in a step.
 """

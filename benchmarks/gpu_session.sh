@@ -15,7 +15,7 @@
 #
 #   prepare once (here):  bash benchmarks/gpu_session.sh --prepare
 #   call (device tool):   run(command="bash benchmarks/gpu_session.sh",
-#                             carry=[".whl", ".gpu"], timeout_s=560)
+#                             carry=[".whl", ".gpu"], timeout_s=580)
 #   afterwards (here):    bash benchmarks/gpu_session.sh --unpack FILES_AT
 #   device time left and the machine still warm: BABI_SECONDS=<left - 40>
 #                         bash benchmarks/gpu_session.sh --continue

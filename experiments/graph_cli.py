@@ -152,9 +152,10 @@ def run(settings: Dict[str, Any], task_name: str, out_dir, *,
     # a resumed run (perhaps elsewhere, without the source) matches its
     # checkpoints without reading the source again.
     if isinstance(source, str):
-      init_fn, source = warm_start(model.init, kind, source)
+      init_fn, source = warm_start(model.init, kind, source, model_record)
     elif not (resume and _has_checkpoint(out)):
-      init_fn, source = warm_start(model.init, kind, source["path"])
+      init_fn, source = warm_start(model.init, kind, source["path"],
+                                   model_record)
     settings["init_from"] = source
     if save_settings is not None:
       save_settings["settings"]["init_from"] = source
@@ -180,7 +181,8 @@ def _has_checkpoint(out: pathlib.Path) -> bool:
   return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
 
 
-def warm_start(init: Callable, kind: str, source
+def warm_start(init: Callable, kind: str, source,
+               model_record: Optional[Dict[str, Any]] = None
                ) -> Tuple[Callable, Dict[str, Any]]:
   """An ``init_fn`` that returns the parameters of graph run ``source``.
 
@@ -188,23 +190,39 @@ def warm_start(init: Callable, kind: str, source
   shapes) when the trainer first calls it; the memory size may differ, as
   it has no parameters.
 
+  One change of model is allowed: a source trained without content masks
+  may start a DNC with ``content_masking`` (``model_record`` says so). The
+  masks' interface columns, which follow all others, start at zero weight
+  and bias, so every mask starts at a uniform 0.5; a content similarity is
+  a cosine, unchanged by scaling key and memory alike, so the new network
+  starts computing what the source computed (``docs/maths.md`` §8.1) and
+  learns from there which parts of a word to compare.
+
   Returns:
     ``(init_fn, record)``; ``record`` names the source run, its task and
-    step, for the new run's record.
+    step, for the new run's record (and ``"added": ["content_masking"]``
+    when the masks were added).
   Raises:
     CheckpointError: ``source`` is not a graph run.
-    ValueError: the source is another kind of model.
+    ValueError: the source is another kind of model, or its parameters do
+      not fit (one line naming a parameter and both shapes).
   """
   loaded = load_run(source)
   if loaded.kind != kind:
     raise ValueError(f"--init-from {source}: a {loaded.kind!r} run cannot "
                      f"start a {kind!r} model")
+  source_params = {m: dict(leaves) for m, leaves in loaded.params.items()}
+  adds_masks = (kind == "dnc" and bool((model_record or {}).get(
+      "content_masking")) and not loaded.model_record.get("content_masking")
+                and not loaded.model_record.get("link_sharpness"))
 
   def init_fn(rng, inputs):
     fresh = init(rng, inputs)
+    params = (_with_zero_mask_columns(source_params, fresh) if adds_masks
+              else source_params)
     expected = {(m, n): np.shape(v) for m, leaves in fresh.items()
                 for n, v in leaves.items()}
-    found = {(m, n): np.shape(v) for m, leaves in loaded.params.items()
+    found = {(m, n): np.shape(v) for m, leaves in params.items()
              for n, v in leaves.items()}
     if expected != found:
       differ = sorted(k for k in set(expected) | set(found)
@@ -215,11 +233,29 @@ def warm_start(init: Callable, kind: str, source
           f"{found.get((module, name))} there but "
           f"{expected.get((module, name))} here ({len(differ)} differ)")
     return jax.tree_util.tree_map(
-        lambda new, old: jnp.asarray(old, new.dtype), fresh,
-        {m: dict(leaves) for m, leaves in loaded.params.items()})
+        lambda new, old: jnp.asarray(old, new.dtype), fresh, params)
 
-  return init_fn, {"path": str(source), "task": loaded.task_name,
-                   "step": loaded.step}
+  record = {"path": str(source), "task": loaded.task_name,
+            "step": loaded.step}
+  if adds_masks:
+    record["added"] = ["content_masking"]
+  return init_fn, record
+
+
+def _with_zero_mask_columns(source, fresh):
+  """``source``'s parameters with the interface layer widened to ``fresh``'s
+  by zero columns at its end (the content masks' pre-activations)."""
+  grown = {m: dict(leaves) for m, leaves in source.items()}
+  for module, leaves in fresh.items():
+    if not module.endswith("/interface") or module not in grown:
+      continue
+    for name, value in leaves.items():
+      old = np.asarray(grown[module][name])
+      extra = np.shape(value)[-1] - old.shape[-1]
+      if extra > 0 and old.shape[:-1] == np.shape(value)[:-1]:
+        pad = [(0, 0)] * (old.ndim - 1) + [(0, extra)]
+        grown[module][name] = np.pad(old, pad)
+  return grown
 
 
 # --- Loading a run (for dnc-graph-eval and the pictures). -----------------

@@ -422,3 +422,43 @@ def test_errors_test_reports_the_lesson_reached(tmp_path, capsys):
              for r in walk["rows"])
   with pytest.raises(ValueError, match="needs a run of traversal or inf"):
     graph_eval.evaluate(graph_eval.untrained_run("shortest_path"), "errors")
+
+
+def test_init_from_adds_content_masks_without_changing_the_network(
+    tmp_path):
+  # A plain DNC may start a DNC with content masks: the masks' interface
+  # columns start at zero (uniform masks of 0.5, cosines unchanged), so the
+  # grown network's outputs are the source's.
+  source = tmp_path / "plain"
+  assert graph_cli.main(["--task", "inference", "--steps", "2", "--out",
+                         str(source)] + TINY) == 0
+  plain = graph_cli.load_run(source)
+  masked_record = dict(plain.model_record, content_masking=True)
+  masked = graph.make_model("dnc", masked_record)
+  init_fn, record = graph_cli.warm_start(masked.init, "dnc", source,
+                                         masked_record)
+  assert record["added"] == ["content_masking"]
+  sample = graph.make_task("inference").sample(np.random.default_rng(3), 2)
+  inputs = np.asarray(sample.inputs)
+  grown = init_fn(jax.random.PRNGKey(0), inputs)
+  module = next(m for m in grown if m.endswith("/interface"))
+  width = plain.params[module]["w"].shape[-1]
+  cfg = plain.dnc_config()
+  extra = cfg.num_reads * cfg.word_size + cfg.num_writes * cfg.word_size
+  assert grown[module]["w"].shape[-1] == width + extra
+  np.testing.assert_array_equal(grown[module]["w"][:, :width],
+                                plain.params[module]["w"])
+  assert not np.any(grown[module]["w"][:, width:])
+  plain_model = graph.make_model("dnc", plain.model_record)
+  before = plain_model.apply(plain.params, inputs)
+  after = masked.apply(grown, inputs)
+  # Not bit-equal: the cosine's epsilon guard does not scale with the
+  # masks (a 1e-4 effect on this tiny, untrained network's small norms).
+  np.testing.assert_allclose(np.asarray(after), np.asarray(before),
+                             atol=1e-3)
+  # Another change (a wider word) is still one named error.
+  wider = dict(plain.model_record, content_masking=True, word_size=5)
+  init_fn, _ = graph_cli.warm_start(graph.make_model("dnc", wider).init,
+                                    "dnc", source, wider)
+  with pytest.raises(ValueError, match="has shape"):
+    init_fn(jax.random.PRNGKey(0), inputs)

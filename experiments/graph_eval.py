@@ -45,7 +45,7 @@ import argparse
 import json
 import pathlib
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -182,16 +182,23 @@ def lesson_rows(ev: Evaluator, rng: np.random.Generator,
   return rows
 
 
-def _description_nodes(inputs: np.ndarray, b: int) -> set:
-  """Node labels of episode ``b``'s graph, read back from its description
-  (the non-blank triples before the first phase pulse)."""
+def _description_triples(inputs: np.ndarray,
+                         b: int) -> List[Tuple[int, int, int]]:
+  """Episode ``b``'s graph as (source, edge label, destination) triples,
+  read back from its description (the non-blank triples before the first
+  phase pulse)."""
   x = inputs[:, b]
   pulses = np.nonzero(x[:, encoding.TRIPLE_SIZE] > 0)[0]
+  return [tuple(encoding.decode_triple(x[t]))
+          for t in range(pulses[0] if len(pulses) else len(x))
+          if np.any(x[t, :encoding.TRIPLE_SIZE])]
+
+
+def _description_nodes(inputs: np.ndarray, b: int) -> set:
+  """Node labels of episode ``b``'s graph (:func:`_description_triples`)."""
   nodes = set()
-  for t in range(pulses[0] if len(pulses) else len(x)):
-    if np.any(x[t, :encoding.TRIPLE_SIZE]):
-      source, _, destination = encoding.decode_triple(x[t])
-      nodes.update((source, destination))
+  for source, _, destination in _description_triples(inputs, b):
+    nodes.update((source, destination))
   nodes.discard(encoding.BLANK)
   return nodes
 
@@ -208,8 +215,9 @@ def answer_errors(logits, batch, group=None) -> Dict[str, Any]:
   Args:
     logits: ``[T, B, 90]``.
     batch: a :class:`~experiments.graphs.tasks.GraphBatch`.
-    group: ``group(position, target triple) -> key`` for the per-group
-      accuracy (``position`` counts a query's answers from 1); default the
+    group: ``group(position, target triple, description) -> key`` for the
+      per-group accuracy (``position`` counts a query's answers from 1;
+      ``description``: the episode's graph as triples); default the
       position.
   Returns:
     ``{"answers", "right", "terminations", "terminations_right",
@@ -218,7 +226,7 @@ def answer_errors(logits, batch, group=None) -> Dict[str, Any]:
     whose destination is no node of the graph, "groups": {key: [right,
     count]}}``.
   """
-  group = group or (lambda position, target: position)
+  group = group or (lambda position, target, description: position)
   predicted = encoding.modal_digits(logits)
   wanted = encoding.modal_digits(batch.targets)
   mask = np.asarray(batch.mask) > 0
@@ -232,6 +240,7 @@ def answer_errors(logits, batch, group=None) -> Dict[str, Any]:
     steps = np.nonzero(mask[:, b])[0]
     if not len(steps):
       continue
+    description = _description_triples(inputs, b)
     nodes = _description_nodes(inputs, b)
     for run in np.split(steps, np.nonzero(np.diff(steps) > 1)[0] + 1):
       out["queries"] += 1
@@ -248,7 +257,8 @@ def answer_errors(logits, batch, group=None) -> Dict[str, Any]:
           continue
         position += 1
         target = encoding.decode_triple(batch.targets[t, b])
-        counts = out["groups"].setdefault(group(position, target), [0, 0])
+        counts = out["groups"].setdefault(
+            group(position, target, description), [0, 0])
         counts[0] += right
         counts[1] += 1
         out["answers"] += 1
@@ -289,11 +299,19 @@ def error_rows(ev: Evaluator, rng: np.random.Generator,
     kinds = {label: f"relation length {len(seq)}" + (
         ", an edge label repeated" if len(set(seq)) < len(seq) else "")
              for label, seq in task.relations.items()}
-    # Keyed by (kind, relation label): summed by kind below, and per
-    # relation for the spread (is a wrong answer a relation not learnt?).
-    group = lambda position, target: (kinds[target[1]], target[1])
+    # Keyed by (kind, relation label, edges of the graph that carry the
+    # relation's last label): summed by kind and by that count below, and
+    # per relation for the spread (is a wrong answer a relation not
+    # learnt?). The count tells a walk from a shortcut: a network that
+    # finds the last edge by its label alone is right whenever one edge
+    # carries it, and splits its read between them otherwise.
+    def group(position, target, description):
+      last = task.relations[target[1]][-1]
+      shared = sum(label == last for _, label, _ in description)
+      return kinds[target[1]], target[1], shared
   else:
-    group = lambda position, target: f"step {position} of the walk"
+    group = lambda position, target, description: (
+        f"step {position} of the walk")
   total: Dict[str, Any] = {}
   done = 0
   while done < episodes:
@@ -323,19 +341,30 @@ def error_rows(ev: Evaluator, rng: np.random.Generator,
                   total["not_a_node"], wrong))
   groups = total["groups"]
   if name == "inference":
-    by_kind: Dict[str, List[int]] = {}
-    for (kind, _), (right, count) in groups.items():
-      summed = by_kind.setdefault(kind, [0, 0])
-      summed[0] += right
-      summed[1] += count
+    by_kind = _summed(groups, lambda key: key[0])
     rows += [row(f"answers right at {key}", *by_kind[key])
              for key in sorted(by_kind)]
-    rows += _relation_spread(where, name, {label: counts for (_, label),
-                                           counts in groups.items()})
+    by_shared = _summed(groups, lambda key: key[2])
+    rows += [row("answers right, the relation's last edge label on "
+                 f"{key} edge{'s' if key > 1 else ''} of the graph",
+                 *by_shared[key]) for key in sorted(by_shared)]
+    rows += _relation_spread(where, name,
+                             _summed(groups, lambda key: key[1]))
   else:
     rows += [row(f"answers right at {key}", *groups[key])
              for key in sorted(groups)]
   return rows
+
+
+def _summed(groups: Dict[Any, List[int]], key: Callable
+            ) -> Dict[Any, List[int]]:
+  """``groups`` (``{key: [right, count]}``) summed by ``key(group key)``."""
+  out: Dict[Any, List[int]] = {}
+  for name, (right, count) in groups.items():
+    summed = out.setdefault(key(name), [0, 0])
+    summed[0] += right
+    summed[1] += count
+  return out
 
 
 def _relation_spread(where: str, name: str,

@@ -382,12 +382,66 @@ def test_answer_errors_sorts_wrong_answers_by_field_and_node():
   _set_field(logits, steps[2][3], 2, 1, 5)
   lengths = {k: len(v) for k, v in task.relations.items()}
   got = graph_eval.answer_errors(
-      logits, batch, lambda position, target: lengths[target[1]])
+      logits, batch, lambda position, target, graph: lengths[target[1]])
   assert got["answers"] == queries and got["right"] == queries - 3
   assert got["terminations_right"] == queries - 1
   assert got["queries_right"] == queries - 4
   assert got["wrong_field"] == [1, 0, 3] and got["not_a_node"] == 2
   assert got["groups"] == {2: [queries - 3, queries]}
+
+
+class _ReplayEvaluator:
+  """Stands in for :class:`graph_eval.Evaluator`: returns logits made in
+  advance for the batches ``error_rows`` will draw, in order."""
+
+  def __init__(self, run, inputs_and_logits):
+    self.run = run
+    self.queue = list(inputs_and_logits)
+
+  def logits(self, inputs):
+    expected, logits = self.queue.pop(0)
+    np.testing.assert_array_equal(inputs, expected)
+    return logits
+
+
+def test_error_rows_tell_a_walk_from_a_last_label_shortcut():
+  # A "network" that answers every query with the destination of the first
+  # edge of the graph carrying the relation's last label (no walk): right
+  # whenever one edge carries that label, not otherwise. The table must
+  # show exactly that, counted here from the episodes themselves.
+  task = curriculum.Curriculum("inference", 1).task(1, pad=False)
+  rng = np.random.default_rng(5)
+  made, expected = [], {}
+  for size in (50, 30):
+    batch = task.sample(rng, size)
+    logits = 10.0 * np.asarray(batch.targets)
+    for b in range(size):
+      x = np.asarray(batch.inputs)[:, b]
+      first_pulse = np.nonzero(x[:, encoding.TRIPLE_SIZE] > 0)[0][0]
+      graph_edges = [encoding.decode_triple(x[t])
+                     for t in range(first_pulse)]
+      for t in np.nonzero(np.asarray(batch.mask)[:, b])[0]:
+        source, relation, end = encoding.decode_triple(batch.targets[t, b])
+        if (source, relation, end) == encoding.TERMINATION:
+          continue
+        last = task.relations[relation][-1]
+        carriers = [d for _, label, d in graph_edges if label == last]
+        _set_field(logits, t, b, 2, carriers[0])
+        counts = expected.setdefault(len(carriers), [0, 0])
+        counts[0] += carriers[0] == end
+        counts[1] += 1
+    made.append((np.asarray(batch.inputs), logits))
+  ev = _ReplayEvaluator(graph_eval.untrained_run("inference"), made)
+  rows = graph_eval.error_rows(ev, np.random.default_rng(5), 80)
+  assert not ev.queue
+  got = {r["what"]: (r["ours"], r["count"]) for r in rows}
+  assert expected[1][0] == expected[1][1] and len(expected) > 1
+  what = lambda shared: (
+      "lesson 1: answers right, the relation's last edge label on "
+      f"{shared} edge{'s' if shared > 1 else ''} of the graph")
+  for shared, (right, count) in expected.items():
+    assert got[what(shared)] == (round(100 * right / count, 1), count)
+  assert got[what(1)][0] == 100 and got[what(2)][0] < 100
 
 
 def test_relation_spread_names_the_worst_and_best_relation():

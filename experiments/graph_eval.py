@@ -17,7 +17,10 @@ walks, paper 98.8%; shortest path: every 4-step path, paper 55.3%),
 ``family`` (inference: every 4-step relation of the family tree, paper
 81.8% of queries), ``lessons`` (accuracy on each lesson up to the one
 reached, with the pass mark), ``errors`` (traversal and inference: where
-the answers on the lesson reached go wrong, see :func:`answer_errors`). Memory is not a parameter shape of this DNC,
+the answers on the lesson reached go wrong, see :func:`answer_errors`),
+``reads`` (inference, a DNC: whether the read heads walk the relation's
+edges or read the last one only, see :mod:`experiments.graphs.walk_reads`).
+Memory is not a parameter shape of this DNC,
 so ``--memory-size`` runs the same parameters with N slots; the Underground
 (192 triples) and family (120) tests use at least 256 and 128 by default.
 
@@ -53,12 +56,13 @@ import numpy as np
 from experiments.checkpoints import CheckpointError
 from experiments.graph_cli import LoadedRun, load_run
 from experiments.graphs import (curriculum, dagger, encoding, family_tree,
-                                tasks as graph_tasks, underground)
+                                tasks as graph_tasks, underground,
+                                walk_reads)
 from experiments.graphs.tasks import Lesson
 from experiments.loop import make_run_folder
 from experiments.tasks import graph
 
-TESTS = ("underground", "family", "lessons", "errors")
+TESTS = ("underground", "family", "lessons", "errors", "reads")
 # The paper's figures (Graves et al. 2016, main text).
 PAPER = {("underground", "traversal"): 98.8,
          ("underground", "shortest_path"): 55.3,
@@ -66,7 +70,8 @@ PAPER = {("underground", "traversal"): 98.8,
 TEST_TASKS = {"underground": ("traversal", "shortest_path"),
               "family": ("inference",),
               "lessons": graph.TASKS,
-              "errors": ("traversal", "inference")}
+              "errors": ("traversal", "inference"),
+              "reads": ("inference",)}
 MIN_MEMORY = {"underground": 256, "family": 128}
 
 
@@ -356,6 +361,28 @@ def error_rows(ev: Evaluator, rng: np.random.Generator,
   return rows
 
 
+def read_rows(run: LoadedRun, rng: np.random.Generator, episodes: int,
+              memory_size: Optional[int] = None) -> List[Dict[str, Any]]:
+  """Where an inference DNC's heads read, on the lesson it reached
+  (:func:`experiments.graphs.walk_reads.query_reads`), as table rows."""
+  if run.kind != "dnc":
+    raise ValueError(f"test 'reads' needs a DNC run, not {run.kind!r}")
+  # pylint: disable-next=g-import-not-at-top
+  from experiments.models import recording_dnc
+  lesson = int(run.curriculum.get("lesson", 1))
+  task = curriculum.Curriculum(run.task_name, lesson).task(lesson, pad=False)
+  record = jax.jit(recording_dnc(run.dnc_config(memory_size)).apply)
+  queries = []
+  for size in _chunks(range(episodes), 50):
+    batch = task.sample(rng, len(size))
+    _, _, states = record(run.params, batch.inputs)
+    queries += walk_reads.query_reads(
+        states.access_state.read_weights,
+        states.access_state.write_weights[:, :, 0], batch.inputs,
+        batch.targets, batch.mask, task.relations)
+  return walk_reads.summary_rows(queries, f"lesson {lesson}", run.task_name)
+
+
 def _summed(groups: Dict[Any, List[int]], key: Callable
             ) -> Dict[Any, List[int]]:
   """``groups`` (``{key: [right, count]}``) summed by ``key(group key)``."""
@@ -415,6 +442,8 @@ def evaluate(run: LoadedRun, test: str, episodes: int = 200,
     rows = lesson_rows(ev, rng, episodes)
   elif test == "errors":
     rows = error_rows(ev, rng, episodes)
+  elif test == "reads":
+    rows = read_rows(run, rng, episodes, ev.memory_size)
   else:
     result = (underground_test if test == "underground" else
               family_test)(ev, rng, episodes)
@@ -431,7 +460,7 @@ def evaluate(run: LoadedRun, test: str, episodes: int = 200,
 def _count(table: Dict[str, Any]) -> str:
   """What a row's count counts: episodes, or (errors) queries and answers
   (each row says which in its text)."""
-  return "count" if table["test"] == "errors" else "episodes"
+  return "count" if table["test"] in ("errors", "reads") else "episodes"
 
 
 def markdown(table: Dict[str, Any]) -> str:

@@ -1,0 +1,125 @@
+"""Where an inference network's read heads look while it answers.
+
+A query (start, relation, _) names a walk: from the start node, follow the
+relation's edge labels one by one. A network that walks reads the walk's
+first edge, then the second, ... ; one that takes a shortcut (the last
+edge found by its label alone) reads the last edge only. This module
+measures which, from the read and write weightings of a recorded episode
+(``experiments.models.recording_dnc``):
+
+* the slot of each description triple is where the network wrote it (the
+  largest entry of that step's write weighting);
+* a query's planning steps are the steps between its query step and its
+  answer step; its answer step is the first target step of the query.
+
+All functions are plain NumPy on one batch.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from experiments.graphs import encoding
+
+Triple = Tuple[int, int, int]
+
+
+def walk_edges(description: Sequence[Triple], start: int,
+               labels: Sequence[int]) -> Optional[List[int]]:
+  """Indices into ``description`` of the edges the walk takes, in order.
+
+  Returns ``None`` where the walk breaks (no edge with the next label
+  leaves the current node). Edge labels are unique among a node's
+  out-edges, so the walk is unique.
+  """
+  node, path = start, []
+  for label in labels:
+    step = [i for i, (source, edge, _) in enumerate(description)
+            if source == node and edge == label]
+    if not step:
+      return None
+    path.append(step[0])
+    node = description[step[0]][2]
+  return path
+
+
+def query_reads(read_weights: np.ndarray, write_weights: np.ndarray,
+                inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray,
+                relations: Mapping[int, Sequence[int]]
+                ) -> List[Dict[str, object]]:
+  """Per query of a batch, how the read heads weigh the walk's edges.
+
+  Args:
+    read_weights: ``[T, B, R, N]`` after every step.
+    write_weights: ``[T, B, N]`` (one write head) after every step.
+    inputs: ``[T, B, 92]``; targets ``[T, B, 90]``; mask ``[T, B]``.
+    relations: ``{relation label: edge labels}``.
+  Returns:
+    One dict per query whose walk is found, episodes in order:
+    ``planning_on_graph`` (the busiest head's total weight on the
+    description slots, averaged over the planning steps),
+    ``answer_on_graph`` (the same at the answer step), ``answer_on_edge``
+    (``[L]``: the busiest head's weight on each walk edge at the answer
+    step), ``peak_on_edge`` (``[L]``: the most any head puts on each walk
+    edge at any planning or answer step).
+  """
+  read_weights = np.asarray(read_weights)
+  write_weights = np.asarray(write_weights)
+  inputs = np.asarray(inputs)
+  out = []
+  for b in range(inputs.shape[1]):
+    pulses = np.nonzero(inputs[:, b, encoding.TRIPLE_SIZE] > 0)[0]
+    description = [tuple(encoding.decode_triple(inputs[t, b]))
+                   for t in range(pulses[0])]
+    slots = write_weights[:pulses[0], b].argmax(-1)
+    steps = np.nonzero(np.asarray(mask)[:, b] > 0)[0]
+    queries = np.split(steps, np.nonzero(np.diff(steps) > 1)[0] + 1)
+    for answer_steps in queries:
+      answer = int(answer_steps[0])
+      start, relation, _ = encoding.decode_triple(targets[answer, b])
+      path = walk_edges(description, start, relations[relation])
+      if path is None:
+        continue
+      # The query step is the last pulse before the planning steps.
+      query = int(pulses[pulses < answer][-2])
+      plan = read_weights[query + 1:answer, b]          # [P, R, N]
+      at_answer = read_weights[answer, b]               # [R, N]
+      window = read_weights[query + 1:answer + 1, b]    # [P + 1, R, N]
+      edge_slots = slots[path]
+      out.append({
+          "planning_on_graph": float(
+              plan[..., slots].sum(-1).max(-1).mean()) if len(plan) else 0.0,
+          "answer_on_graph": float(at_answer[:, slots].sum(-1).max()),
+          "answer_on_edge": at_answer[:, edge_slots].max(0),
+          "peak_on_edge": window[..., edge_slots].max((0, 1)),
+      })
+  return out
+
+
+def summary_rows(queries: Sequence[Dict[str, object]], where: str,
+                 task: str = "inference") -> List[Dict[str, object]]:
+  """Table rows (mean weights, in %) over :func:`query_reads`'s queries."""
+  if not queries:
+    return []
+
+  def row(what, values):
+    return {"test": "reads", "task": task, "what": f"{where}: {what}",
+            "ours": round(100 * float(np.mean(values)), 1), "paper": "-",
+            "count": len(values)}
+
+  rows = [row("planning steps, the busiest head's weight on the graph's "
+              "triples", [q["planning_on_graph"] for q in queries]),
+          row("answer step, the busiest head's weight on the graph's "
+              "triples", [q["answer_on_graph"] for q in queries])]
+  longest = max(len(q["answer_on_edge"]) for q in queries)
+  for j in range(longest):
+    having = [q for q in queries if len(q["answer_on_edge"]) > j]
+    rows.append(row(f"answer step, the busiest head's weight on edge "
+                    f"{j + 1} of the walk",
+                    [q["answer_on_edge"][j] for q in having]))
+    rows.append(row(f"planning and answer steps, the most any head puts on "
+                    f"edge {j + 1} of the walk",
+                    [q["peak_on_edge"][j] for q in having]))
+  return rows

@@ -6,8 +6,8 @@
 #      BABI_SECONDS; its newest resume state, best parameters and metrics
 #      are packed into $OUT for the session to commit;
 #   2. the speed table (benchmarks.speed) at N = 256 beside the PyTorch
-#      peers on the same GPU, at batch 16 and at SPEED_BIG_BATCH, for at
-#      most SPEED_SECONDS;
+#      peers on the same GPU, at SPEED_BIG_BATCH (our row first, then the
+#      peers) and at batch 16, for at most SPEED_SECONDS;
 #   3. the dense link step, XLA against the Pallas kernels
 #      (benchmarks.gpu_link), for at most LINK_SECONDS.
 # Each part is cut at its deadline and keeps what it finished. See
@@ -102,13 +102,17 @@ $continuing && { ls -la "$OUT"; exit 0; }
 # The speed table: our XLA and Pallas paths and both peers on this GPU.
 # Every row is printed (and written to the JSON) as soon as it is done.
 speed_start=$SECONDS
-for batch in 16 "$SPEED_BIG_BATCH"; do
+# The big batch first, our row before its peers: on 2026-11-30 the
+# deadline cut it after the peers' "before" rows, leaving ours unmeasured.
+for batch in "$SPEED_BIG_BATCH" 16; do
   left=$(( SPEED_SECONDS - (SECONDS - speed_start) ))
   (( left > 20 )) || break
-  backends=auto,pallas; [[ "$batch" == 16 ]] || backends=auto
+  backends=auto,pallas order=around
+  [[ "$batch" == 16 ]] || { backends=auto; order=after; }
   PYTHONPATH=$PYTHONPATH:$PWD/.gpu/peer-site timeout -s KILL "$left" \
     python3 -m benchmarks.speed --memory-sizes 256 --links dense \
     --batch-size "$batch" --backends "$backends" --steps 10 --warmup 2 \
+    --peer-order "$order" \
     --peers --peer-python "$PEER_PYTHON" --peer-source .gpu/pytorch-dnc \
     --timeout 90 --json "$OUT/speed-b$batch.json" \
     > "$OUT/speed-b$batch.md" 2>&1

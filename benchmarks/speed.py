@@ -343,6 +343,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                       help="also time the PyTorch peers, before and after "
                       "our rows: pytorch-dnc 2.0 from --peer-source and the "
                       "PyPI dnc 1.1.0")
+  parser.add_argument("--peer-order", default="around",
+                      choices=("around", "after"),
+                      help="time the peers before and after our rows "
+                      "(around: drift shows as a before/after gap) or only "
+                      "after them (a run cut by a deadline keeps ours)")
   parser.add_argument("--peer-source", default=str(DEFAULT_PEER_SOURCE),
                       help="folder holding pytorch-dnc's dnc/ package "
                       "(default: ../shared/peers/pytorch-dnc); 'none' to "
@@ -453,7 +458,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                      f"{when}",
              "config": peer_config, "result": result, "peer": True})
 
-    time_peers("before")
+    if args.peer_order == "around":
+      time_peers("before")
     for link in links:
       if link == "dense" and size > args.max_dense_size:
         continue

@@ -110,3 +110,31 @@ def test_gpu_link_benchmark_smoke_in_interpret_mode(tmp_path, capsys):
       "forward", "forward + VJP"]
   for row in rows:  # The two paths agree (last column: max abs diff).
     assert float(row.split("|")[-2]) < 1e-5
+
+
+def test_speed_peer_order_after_times_our_rows_first(monkeypatch, tmp_path,
+                                                     capsys):
+  # A run cut by a deadline keeps whatever was timed first: with
+  # --peer-order after that is our row, not the peers' "before" rows.
+  from benchmarks import speed  # pylint: disable=g-import-not-at-top
+  calls = []
+  result = {"forward_seq_steps_per_s": 1.0, "train_seq_steps_per_s": 1.0}
+
+  def fake_peer(python, config, device, timeout, source):
+    calls.append("peer")
+    return dict(result, implementation="peer")
+
+  def fake_ours(config, timeout):
+    calls.append("ours")
+    return dict(result)
+
+  monkeypatch.setattr(speed, "run_peer", fake_peer)
+  monkeypatch.setattr(speed, "run_in_subprocess", fake_ours)
+  base = ["--memory-sizes", "16", "--links", "dense", "--peers",
+          "--peer-python", "python3", "--peer-source", "none"]
+  assert speed.main(base + ["--peer-order", "after"]) == 0
+  assert calls == ["ours", "peer"]
+  calls.clear()
+  assert speed.main(base) == 0
+  assert calls == ["peer", "ours", "peer"]
+  capsys.readouterr()

@@ -708,6 +708,56 @@ def read_metrics(run_dir) -> List[Dict[str, Any]]:
           if line.strip()]
 
 
+def stitch_stages(folders: Sequence) -> List[Dict[str, Any]]:
+  """One metrics list for a run trained in consecutive stages.
+
+  Each stage after the first started from the one before with
+  ``--init-from`` (its ``settings.json`` records the step it started
+  from); a stage's lines after that step are dropped, and each stage's
+  steps and examples seen continue where the previous stage's parameters
+  were taken. Train lines get ``examples_seen`` (steps × that stage's
+  batch size), so the curve's x axis stays right when batch sizes differ.
+
+  Raises:
+    ValueError: a folder without ``metrics.jsonl`` or ``settings.json``,
+      or a stage not started from the folder before it.
+  """
+  stages = []
+  for folder in folders:
+    folder = pathlib.Path(folder)
+    metrics = read_metrics(folder)
+    settings_file = folder / "settings.json"
+    if not metrics or not settings_file.is_file():
+      raise ValueError(f"{folder}: a stage needs metrics.jsonl and "
+                       "settings.json")
+    settings = json.loads(settings_file.read_text())["settings"]
+    stages.append((folder, metrics, settings))
+  out: List[Dict[str, Any]] = []
+  steps = examples = 0
+  for i, (folder, metrics, settings) in enumerate(stages):
+    end = None
+    if i + 1 < len(stages):
+      source = stages[i + 1][2].get("init_from") or {}
+      if "step" not in source:
+        raise ValueError(f"{stages[i + 1][0]} was not started with "
+                         f"--init-from (from {folder})")
+      end = int(source["step"])
+    batch = int(settings["loop"]["batch_size"])
+    for line in metrics:
+      if end is not None and line["step"] > end:
+        continue
+      line = dict(line, step=line["step"] + steps)
+      if "valid/examples_seen" in line:
+        line["valid/examples_seen"] += examples
+      if line.get("kind") == "train":
+        line["examples_seen"] = examples + (line["step"] - steps) * batch
+      out.append(line)
+    last = end if end is not None else max(m["step"] for m in metrics)
+    steps += last
+    examples += last * batch
+  return out
+
+
 def plot_curve(metrics: List[Dict[str, Any]], path, title: str = "",
                threshold: float = 0.9):
   """Evaluation accuracy and lesson (top) and training loss (bottom)
@@ -738,7 +788,7 @@ def plot_curve(metrics: List[Dict[str, Any]], path, title: str = "",
   ax.legend(loc="upper left", fontsize=8)
   ax.set_title(title)
   if train:
-    low.plot([m["step"] * per_step for m in train],
+    low.plot([m.get("examples_seen", m["step"] * per_step) for m in train],
              [m["loss"] for m in train], lw=0.8)
   low.set_ylabel("training loss (per episode)")
   low.set_xlabel("training examples seen")
@@ -777,10 +827,17 @@ def plot_main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", default=None,
                       help="folder for the PNGs (default: the run folder)")
+  parser.add_argument("--stages", default=None, metavar="DIR,DIR,...",
+                      help="draw the learning curve from these stage "
+                      "folders (metrics.jsonl + settings.json), each "
+                      "started with --init-from the one before, joined "
+                      "end to end, instead of the run's own metrics")
   args = parser.parse_args(argv)
   try:
     run = (load_run(args.checkpoint) if args.checkpoint else
            untrained_run(args.untrained))
+    stage_metrics = (stitch_stages(
+        [d for d in args.stages.split(",") if d]) if args.stages else None)
     if run.kind != "dnc":
       raise ValueError("an LSTM run has no memory to draw")
     lesson = args.lesson or int(run.curriculum.get("lesson", 1))
@@ -797,8 +854,8 @@ def plot_main(argv: Optional[List[str]] = None) -> int:
                       title=f"{run.task_name}, lesson {lesson}, step "
                       f"{run.step}")
   print(path)
-  metrics = read_metrics(out if args.checkpoint is None
-                         else args.checkpoint)
+  metrics = stage_metrics or read_metrics(
+      out if args.checkpoint is None else args.checkpoint)
   if any(m.get("kind") == "eval" for m in metrics):
     threshold = curriculum.paper_schedule(run.task_name).threshold
     print(plot_curve(metrics, out / "learning-curve.png",

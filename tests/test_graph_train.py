@@ -516,3 +516,39 @@ def test_init_from_adds_content_masks_without_changing_the_network(
                                     "dnc", source, wider)
   with pytest.raises(ValueError, match="has shape"):
     init_fn(jax.random.PRNGKey(0), inputs)
+
+
+def test_stitch_stages_joins_runs_where_each_took_its_parameters(tmp_path):
+  def stage(name, batch, lines, init_step=None):
+    folder = tmp_path / name
+    folder.mkdir()
+    settings = {"loop": {"batch_size": batch}}
+    if init_step is not None:
+      settings["init_from"] = {"path": "x", "task": "inference",
+                               "step": init_step}
+    (folder / "settings.json").write_text(json.dumps(
+        {"task_name": "inference", "settings": settings}))
+    (folder / "metrics.jsonl").write_text("\n".join(
+        json.dumps(line) for line in lines))
+    return folder
+
+  first = stage("a", 16, [
+      {"kind": "train", "step": 10, "loss": 3.0},
+      {"kind": "eval", "step": 10, "valid/accuracy": 0.1,
+       "valid/examples_seen": 160},
+      {"kind": "eval", "step": 30, "valid/accuracy": 0.9,
+       "valid/examples_seen": 480}])  # After step 20: not in the parameters.
+  second = stage("b", 32, [
+      {"kind": "train", "step": 5, "loss": 1.0},
+      {"kind": "eval", "step": 5, "valid/accuracy": 0.5,
+       "valid/examples_seen": 160}], init_step=20)
+  joined = graph_eval.stitch_stages([first, second])
+  assert [(m["kind"], m["step"]) for m in joined] == [
+      ("train", 10), ("eval", 10), ("train", 25), ("eval", 25)]
+  assert joined[0]["examples_seen"] == 160
+  assert joined[2]["examples_seen"] == 20 * 16 + 5 * 32
+  assert joined[3]["valid/examples_seen"] == 20 * 16 + 160
+  with pytest.raises(ValueError, match="was not started with --init-from"):
+    graph_eval.stitch_stages([second, first])
+  with pytest.raises(ValueError, match="needs metrics.jsonl"):
+    graph_eval.stitch_stages([tmp_path])

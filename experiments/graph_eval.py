@@ -291,12 +291,13 @@ def _merge_errors(total: Dict[str, Any], part: Dict[str, Any]):
       total[key] = total.get(key, 0) + value
 
 
-def error_rows(ev: Evaluator, rng: np.random.Generator,
-               episodes: int) -> List[Dict[str, Any]]:
-  """:func:`answer_errors` over ``episodes`` episodes of the lesson the
-  run reached, as table rows (each a percentage of what it counts)."""
+def error_rows(ev: Evaluator, rng: np.random.Generator, episodes: int,
+               lesson: Optional[int] = None) -> List[Dict[str, Any]]:
+  """:func:`answer_errors` over ``episodes`` episodes of ``lesson`` (default
+  the lesson the run reached), as table rows (each a percentage of what it
+  counts)."""
   name = ev.run.task_name
-  lesson = int(ev.run.curriculum.get("lesson", 1))
+  lesson = lesson or int(ev.run.curriculum.get("lesson", 1))
   task = curriculum.Curriculum(name, lesson).task(lesson, pad=False)
   if name == "inference":
     # By length, and apart the relations that repeat an edge label (the
@@ -362,14 +363,16 @@ def error_rows(ev: Evaluator, rng: np.random.Generator,
 
 
 def read_rows(run: LoadedRun, rng: np.random.Generator, episodes: int,
-              memory_size: Optional[int] = None) -> List[Dict[str, Any]]:
-  """Where an inference DNC's heads read, on the lesson it reached
-  (:func:`experiments.graphs.walk_reads.query_reads`), as table rows."""
+              memory_size: Optional[int] = None,
+              lesson: Optional[int] = None) -> List[Dict[str, Any]]:
+  """Where an inference DNC's heads read, on ``lesson`` (default the one it
+  reached; :func:`experiments.graphs.walk_reads.query_reads`), as table
+  rows."""
   if run.kind != "dnc":
     raise ValueError(f"test 'reads' needs a DNC run, not {run.kind!r}")
   # pylint: disable-next=g-import-not-at-top
   from experiments.models import recording_dnc
-  lesson = int(run.curriculum.get("lesson", 1))
+  lesson = lesson or int(run.curriculum.get("lesson", 1))
   task = curriculum.Curriculum(run.task_name, lesson).task(lesson, pad=False)
   record = jax.jit(recording_dnc(run.dnc_config(memory_size)).apply)
   queries = []
@@ -421,12 +424,16 @@ def _relation_spread(where: str, name: str,
 
 
 def evaluate(run: LoadedRun, test: str, episodes: int = 200,
-             memory_size: Optional[int] = None, seed: int = 0
-             ) -> Dict[str, Any]:
+             memory_size: Optional[int] = None, seed: int = 0,
+             lesson: Optional[int] = None) -> Dict[str, Any]:
   """The table of ``test`` for ``run``: ``{"rows", "memory_size", ...}``.
 
+  ``lesson`` (``errors`` and ``reads`` only) picks the lesson whose
+  episodes are examined instead of the one the run reached.
+
   Raises:
-    ValueError: an unknown test, or one that does not fit the run's task.
+    ValueError: an unknown test, one that does not fit the run's task, or
+      a lesson given to another test or out of the curriculum's range.
   """
   if test not in TESTS:
     raise ValueError(f"unknown test {test!r}; choose from {list(TESTS)}")
@@ -434,6 +441,14 @@ def evaluate(run: LoadedRun, test: str, episodes: int = 200,
     raise ValueError(f"test {test!r} needs a run of "
                      f"{' or '.join(TEST_TASKS[test])}, but this run "
                      f"trains {run.task_name!r}")
+  if lesson is not None:
+    if test not in ("errors", "reads"):
+      raise ValueError(f"--lesson applies to the errors and reads tests, "
+                       f"not {test!r}")
+    count = len(curriculum.paper_schedule(run.task_name).lessons)
+    if not 1 <= lesson <= count:
+      raise ValueError(f"lesson {lesson} is out of range: {run.task_name} "
+                       f"has lessons 1-{count}")
   if memory_size is None and run.kind == "dnc" and test in MIN_MEMORY:
     memory_size = max(run.model_record["memory_size"], MIN_MEMORY[test])
   ev = Evaluator(run, memory_size)
@@ -441,9 +456,9 @@ def evaluate(run: LoadedRun, test: str, episodes: int = 200,
   if test == "lessons":
     rows = lesson_rows(ev, rng, episodes)
   elif test == "errors":
-    rows = error_rows(ev, rng, episodes)
+    rows = error_rows(ev, rng, episodes, lesson)
   elif test == "reads":
-    rows = read_rows(run, rng, episodes, ev.memory_size)
+    rows = read_rows(run, rng, episodes, ev.memory_size, lesson)
   else:
     result = (underground_test if test == "underground" else
               family_test)(ev, rng, episodes)
@@ -486,8 +501,8 @@ def _run_names(checkpoints: Sequence[str]) -> List[str]:
 
 def evaluate_runs(runs: Sequence[LoadedRun], names: Sequence[str],
                   test: str, episodes: int = 200,
-                  memory_size: Optional[int] = None, seed: int = 0
-                  ) -> Dict[str, Any]:
+                  memory_size: Optional[int] = None, seed: int = 0,
+                  lesson: Optional[int] = None) -> Dict[str, Any]:
   """``evaluate`` on each run (same test, episodes, seed), aggregated.
 
   Each row's ``ours`` is the mean over the runs that have that row (all,
@@ -507,7 +522,8 @@ def evaluate_runs(runs: Sequence[LoadedRun], names: Sequence[str],
           f"run {name} trains {run.task_name!r} ({run.kind}) but run "
           f"{names[0]} trains {runs[0].task_name!r} ({runs[0].kind}); "
           "all runs must be of the same task and model kind")
-  tables = [evaluate(run, test, episodes, memory_size, seed) for run in runs]
+  tables = [evaluate(run, test, episodes, memory_size, seed, lesson)
+            for run in runs]
   if test == "errors":
     # Its rows depend on the lesson reached (walk steps, relation lengths).
     for name, table in zip(names[1:], tables[1:]):
@@ -581,6 +597,9 @@ def eval_main(argv: Optional[List[str]] = None) -> int:
                       help="memory slots N at test time (default: the "
                       "run's, at least 256 Underground / 128 family)")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--lesson", type=int, default=None,
+                      help="errors, reads: examine this lesson's episodes "
+                      "(default: the lesson the run reached)")
   parser.add_argument("--out", default=None,
                       help="folder for the JSON and Markdown tables "
                       "(default: the run folder; required with several "
@@ -602,7 +621,7 @@ def eval_main(argv: Optional[List[str]] = None) -> int:
     if len(checkpoints) == 1:
       run = load_run(checkpoints[0])
       table = evaluate(run, args.test, args.episodes, args.memory_size,
-                       args.seed)
+                       args.seed, args.lesson)
     else:
       names = _run_names(checkpoints)
       runs = []
@@ -612,7 +631,7 @@ def eval_main(argv: Optional[List[str]] = None) -> int:
         except (CheckpointError, ValueError, KeyError) as error:
           raise ValueError(f"run {name}: {error}") from error
       table = evaluate_runs(runs, names, args.test, args.episodes,
-                            args.memory_size, args.seed)
+                            args.memory_size, args.seed, args.lesson)
     out = pathlib.Path(args.out or checkpoints[0])
     make_run_folder(out)
   except (CheckpointError, ValueError, KeyError) as error:

@@ -83,3 +83,15 @@ def test_reads_test_of_the_eval_command_on_an_untrained_dnc():
   assert all(0 <= r["ours"] <= 100 for r in table["rows"])
   with pytest.raises(ValueError, match="'reads' needs a run of inference"):
     graph_eval.evaluate(graph_eval.untrained_run("traversal"), "reads")
+
+
+def test_errors_and_reads_take_a_lesson_other_than_the_one_reached():
+  run = graph_eval.untrained_run("inference", lesson=2)
+  table = graph_eval.evaluate(run, "errors", episodes=4, lesson=1)
+  assert all(r["what"].startswith("lesson 1:") for r in table["rows"])
+  table = graph_eval.evaluate(run, "reads", episodes=4)
+  assert all(r["what"].startswith("lesson 2:") for r in table["rows"])
+  with pytest.raises(ValueError, match="lesson 99 is out of range"):
+    graph_eval.evaluate(run, "reads", episodes=4, lesson=99)
+  with pytest.raises(ValueError, match="applies to the errors and reads"):
+    graph_eval.evaluate(run, "lessons", episodes=4, lesson=1)

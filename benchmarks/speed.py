@@ -15,7 +15,7 @@ code: what no step can save); on GPU the device memory in use at its peak
 (jax cannot reset that mark, so the forward pass counts too).
 Every configuration runs in a fresh process. ``--peers`` also times the
 PyTorch peers on the same configuration, before and after our rows of each
-memory size: pytorch-dnc 2.0 from its source folder (``--peer-source``, by
+memory size (``--peer-order after``: only after them): pytorch-dnc 2.0 from its source folder (``--peer-source``, by
 default ``../shared/peers/pytorch-dnc``), the strongest peer, and the PyPI
 ``dnc`` 1.1.0, in their own virtual environment (or with
 ``--peer-python``'s interpreter; on the GPU where its torch sees one). Our
@@ -341,8 +341,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                       help="'auto' (none up to N=256, else 8), 'none' or C")
   parser.add_argument("--peers", action="store_true",
                       help="also time the PyTorch peers, before and after "
-                      "our rows: pytorch-dnc 2.0 from --peer-source and the "
-                      "PyPI dnc 1.1.0")
+                      "our rows (see --peer-order): pytorch-dnc 2.0 from "
+                      "--peer-source and the PyPI dnc 1.1.0")
   parser.add_argument("--peer-order", default="around",
                       choices=("around", "after"),
                       help="time the peers before and after our rows "

@@ -212,14 +212,13 @@ def warm_start(init: Callable, kind: str, source,
     raise ValueError(f"--init-from {source}: a {loaded.kind!r} run cannot "
                      f"start a {kind!r} model")
   source_params = {m: dict(leaves) for m, leaves in loaded.params.items()}
-  adds_masks = (kind == "dnc" and bool((model_record or {}).get(
-      "content_masking")) and not loaded.model_record.get("content_masking")
-                and not loaded.model_record.get("link_sharpness"))
+  mask_columns = (_mask_columns(loaded.model_record, model_record)
+                  if kind == "dnc" and model_record else 0)
 
   def init_fn(rng, inputs):
     fresh = init(rng, inputs)
-    params = (_with_zero_mask_columns(source_params, fresh) if adds_masks
-              else source_params)
+    params = (_with_zero_columns(source_params, fresh, mask_columns)
+              if mask_columns else source_params)
     expected = {(m, n): np.shape(v) for m, leaves in fresh.items()
                 for n, v in leaves.items()}
     found = {(m, n): np.shape(v) for m, leaves in params.items()
@@ -237,23 +236,41 @@ def warm_start(init: Callable, kind: str, source,
 
   record = {"path": str(source), "task": loaded.task_name,
             "step": loaded.step}
-  if adds_masks:
+  if mask_columns:
     record["added"] = ["content_masking"]
   return init_fn, record
 
 
-def _with_zero_mask_columns(source, fresh):
-  """``source``'s parameters with the interface layer widened to ``fresh``'s
-  by zero columns at its end (the content masks' pre-activations)."""
+def _mask_columns(source: Dict[str, Any], target: Dict[str, Any]) -> int:
+  """Interface columns the content masks add when ``target`` is
+  ``source`` (DNCConfig fields) with ``content_masking`` turned on and
+  nothing else changed but the memory size (no parameters); else 0. Not
+  with link sharpness, whose columns follow the masks'."""
+  ignore = ("content_masking", "memory_size")
+  same = ({k: v for k, v in source.items() if k not in ignore} ==
+          {k: v for k, v in target.items() if k not in ignore})
+  if not (same and target.get("content_masking")
+          and not source.get("content_masking")
+          and not target.get("link_sharpness")):
+    return 0
+  return (target["num_reads"] + target["num_writes"]) * target["word_size"]
+
+
+def _with_zero_columns(source, fresh, columns: int):
+  """``source``'s parameters with ``columns`` zero columns appended to the
+  interface layer (the content masks' pre-activations come last when
+  there is no link sharpness, which :func:`_mask_columns` ensures), where
+  that makes its shape ``fresh``'s; other shapes are left for the caller's
+  check to name."""
   grown = {m: dict(leaves) for m, leaves in source.items()}
   for module, leaves in fresh.items():
     if not module.endswith("/interface") or module not in grown:
       continue
     for name, value in leaves.items():
       old = np.asarray(grown[module][name])
-      extra = np.shape(value)[-1] - old.shape[-1]
-      if extra > 0 and old.shape[:-1] == np.shape(value)[:-1]:
-        pad = [(0, 0)] * (old.ndim - 1) + [(0, extra)]
+      if (np.shape(value)[-1] == old.shape[-1] + columns
+          and old.shape[:-1] == np.shape(value)[:-1]):
+        pad = [(0, 0)] * (old.ndim - 1) + [(0, columns)]
         grown[module][name] = np.pad(old, pad)
   return grown
 

@@ -473,8 +473,8 @@ def evaluate(run: LoadedRun, test: str, episodes: int = 200,
 
 
 def _count(table: Dict[str, Any]) -> str:
-  """What a row's count counts: episodes, or (errors) queries and answers
-  (each row says which in its text)."""
+  """What a row's count counts: episodes, or (errors, reads) queries and
+  answers (each row says which in its text)."""
   return "count" if table["test"] in ("errors", "reads") else "episodes"
 
 
@@ -524,15 +524,19 @@ def evaluate_runs(runs: Sequence[LoadedRun], names: Sequence[str],
           "all runs must be of the same task and model kind")
   tables = [evaluate(run, test, episodes, memory_size, seed, lesson)
             for run in runs]
-  if test == "errors":
-    # Its rows depend on the lesson reached (walk steps, relation lengths).
-    for name, table in zip(names[1:], tables[1:]):
-      if [r["what"] for r in table["rows"]] != [
-          r["what"] for r in tables[0]["rows"]]:
+  if test in ("errors", "reads"):
+    # Their rows depend on the lesson examined (walk steps, relation
+    # lengths), which each row names before its colon.
+    examined = [t["rows"][0]["what"].split(":")[0] if t["rows"] else None
+                for t in tables]
+    for name, table, lesson_seen in zip(names[1:], tables[1:],
+                                        examined[1:]):
+      if lesson_seen != examined[0]:
         raise ValueError(
-            f"run {name} reached lesson {table['lesson_reached']} but run "
-            f"{names[0]} lesson {tables[0]['lesson_reached']}: the errors "
-            "test compares runs on one lesson")
+            f"run {name} examined {lesson_seen} (reached lesson "
+            f"{table['lesson_reached']}) but run {names[0]} "
+            f"{examined[0]}: the {test} test compares runs on one lesson "
+            "(--lesson picks it)")
   longest = max(tables, key=lambda t: len(t["rows"]))
   rows = []
   for i, template in enumerate(longest["rows"]):
@@ -739,7 +743,7 @@ def stitch_stages(folders: Sequence) -> List[Dict[str, Any]]:
 
   Raises:
     ValueError: a folder without ``metrics.jsonl`` or ``settings.json``,
-      or a stage not started from the folder before it.
+      or a later stage without an ``--init-from`` record.
   """
   stages = []
   for folder in folders:

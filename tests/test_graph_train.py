@@ -412,7 +412,7 @@ def test_error_rows_tell_a_walk_from_a_last_label_shortcut():
   task = curriculum.Curriculum("inference", 1).task(1, pad=False)
   rng = np.random.default_rng(5)
   made, expected = [], {}
-  for size in (50, 30):
+  for size in (50, 30):  # error_rows draws batches of at most 50 episodes.
     batch = task.sample(rng, size)
     logits = 10.0 * np.asarray(batch.targets)
     for b in range(size):
@@ -510,12 +510,15 @@ def test_init_from_adds_content_masks_without_changing_the_network(
   # masks (a 1e-4 effect on this tiny, untrained network's small norms).
   np.testing.assert_allclose(np.asarray(after), np.asarray(before),
                              atol=1e-3)
-  # Another change (a wider word) is still one named error.
-  wider = dict(plain.model_record, content_masking=True, word_size=5)
-  init_fn, _ = graph_cli.warm_start(graph.make_model("dnc", wider).init,
-                                    "dnc", source, wider)
-  with pytest.raises(ValueError, match="has shape"):
-    init_fn(jax.random.PRNGKey(0), inputs)
+  # Any other change alongside (a wider word; link sharpness, whose
+  # columns would not start neutral) is still one named error.
+  for change in ({"word_size": 5}, {"link_sharpness": True}):
+    other = dict(plain.model_record, content_masking=True, **change)
+    init_fn, record = graph_cli.warm_start(
+        graph.make_model("dnc", other).init, "dnc", source, other)
+    assert "added" not in record
+    with pytest.raises(ValueError, match="has shape"):
+      init_fn(jax.random.PRNGKey(0), inputs)
 
 
 def test_stitch_stages_joins_runs_where_each_took_its_parameters(tmp_path):

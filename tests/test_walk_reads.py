@@ -54,23 +54,28 @@ def test_query_reads_measures_the_walk_edges_by_hand():
   read[answer - 3, 0, 0, 2 * other + 1] = 0.2
   read[answer, 0, 1, 2 * second + 1] = 0.7
   read[answer, 0, 1, 0] = 0.3
+  # Head 0 holds edge 1 at the answer step too (each edge its own head),
+  # and the query step's reads (one pulse before the planning steps) are
+  # not planning.
+  read[answer, 0, 0, 2 * first + 1] = 0.5
+  read[answer - 11, 0, 0, 2 * first + 1] = 1.0
   got = walk_reads.query_reads(read, write, batch.inputs, batch.targets,
                                batch.mask, task.relations)
   assert len(got) == 2 * 3  # Three queries per lesson-1 episode.
   one = got[0]
   # Ten planning steps, one of them with 0.6 on the graph's triples.
   assert one["planning_on_graph"] == pytest.approx(0.06)
-  assert one["answer_on_graph"] == pytest.approx(0.7)
-  np.testing.assert_allclose(one["answer_on_edge"], [0.0, 0.7])
-  np.testing.assert_allclose(one["peak_on_edge"], [0.4, 0.7])
+  assert one["answer_on_graph"] == pytest.approx(0.7)  # Head 1's total.
+  np.testing.assert_allclose(one["answer_on_edge"], [0.5, 0.7])
+  np.testing.assert_allclose(one["peak_on_edge"], [0.5, 0.7])
   for other_query in got[1:]:
     assert other_query["answer_on_graph"] == 0.0
   rows = walk_reads.summary_rows(got, "lesson 1")
   by_what = {r["what"]: r["ours"] for r in rows}
-  assert by_what["lesson 1: answer step, the busiest head's weight on "
+  assert by_what["lesson 1: answer step, the most any head puts on "
                  "edge 2 of the walk"] == round(100 * 0.7 / 6, 1)
   assert by_what["lesson 1: planning and answer steps, the most any head "
-                 "puts on edge 1 of the walk"] == round(100 * 0.4 / 6, 1)
+                 "puts on edge 1 of the walk"] == round(100 * 0.5 / 6, 1)
   assert all(r["count"] == 6 for r in rows)
   assert walk_reads.summary_rows([], "lesson 1") == []
 
@@ -95,3 +100,16 @@ def test_errors_and_reads_take_a_lesson_other_than_the_one_reached():
     graph_eval.evaluate(run, "reads", episodes=4, lesson=99)
   with pytest.raises(ValueError, match="applies to the errors and reads"):
     graph_eval.evaluate(run, "lessons", episodes=4, lesson=1)
+
+
+def test_several_runs_are_compared_on_one_lesson():
+  runs = [graph_eval.untrained_run("inference", lesson=1),
+          graph_eval.untrained_run("inference", lesson=2)]
+  for test in ("errors", "reads"):
+    with pytest.raises(ValueError, match="compares runs on one lesson"):
+      graph_eval.evaluate_runs(runs, ["a", "b"], test, episodes=4)
+    # On a lesson named for both, the tables line up (the rows naming the
+    # worst and best relation may name different relations per run).
+    table = graph_eval.evaluate_runs(runs, ["a", "b"], test, episodes=4,
+                                     lesson=1)
+    assert all(r["what"].startswith("lesson 1:") for r in table["rows"])

@@ -61,9 +61,10 @@ def query_reads(read_weights: np.ndarray, write_weights: np.ndarray,
     ``planning_on_graph`` (the busiest head's total weight on the
     description slots, averaged over the planning steps),
     ``answer_on_graph`` (the same at the answer step), ``answer_on_edge``
-    (``[L]``: the busiest head's weight on each walk edge at the answer
-    step), ``peak_on_edge`` (``[L]``: the most any head puts on each walk
-    edge at any planning or answer step).
+    (``[L]``: the most any head puts on each walk edge at the answer step,
+    each edge's own head), ``peak_on_edge`` (``[L]``: the most any head
+    puts on each walk edge at any planning or answer step). Triples that
+    share a slot count once in the totals on the graph.
   """
   read_weights = np.asarray(read_weights)
   write_weights = np.asarray(write_weights)
@@ -74,6 +75,7 @@ def query_reads(read_weights: np.ndarray, write_weights: np.ndarray,
     description = [tuple(encoding.decode_triple(inputs[t, b]))
                    for t in range(pulses[0])]
     slots = write_weights[:pulses[0], b].argmax(-1)
+    graph_slots = np.unique(slots)
     steps = np.nonzero(np.asarray(mask)[:, b] > 0)[0]
     queries = np.split(steps, np.nonzero(np.diff(steps) > 1)[0] + 1)
     for answer_steps in queries:
@@ -82,7 +84,8 @@ def query_reads(read_weights: np.ndarray, write_weights: np.ndarray,
       path = walk_edges(description, start, relations[relation])
       if path is None:
         continue
-      # The query step is the last pulse before the planning steps.
+      # The pulses before the answer step end with the query step and the
+      # first planning step; the query step's own reads are left out.
       query = int(pulses[pulses < answer][-2])
       plan = read_weights[query + 1:answer, b]          # [P, R, N]
       at_answer = read_weights[answer, b]               # [R, N]
@@ -90,8 +93,9 @@ def query_reads(read_weights: np.ndarray, write_weights: np.ndarray,
       edge_slots = slots[path]
       out.append({
           "planning_on_graph": float(
-              plan[..., slots].sum(-1).max(-1).mean()) if len(plan) else 0.0,
-          "answer_on_graph": float(at_answer[:, slots].sum(-1).max()),
+              plan[..., graph_slots].sum(-1).max(-1).mean())
+                               if len(plan) else 0.0,
+          "answer_on_graph": float(at_answer[:, graph_slots].sum(-1).max()),
           "answer_on_edge": at_answer[:, edge_slots].max(0),
           "peak_on_edge": window[..., edge_slots].max((0, 1)),
       })
@@ -116,7 +120,7 @@ def summary_rows(queries: Sequence[Dict[str, object]], where: str,
   longest = max(len(q["answer_on_edge"]) for q in queries)
   for j in range(longest):
     having = [q for q in queries if len(q["answer_on_edge"]) > j]
-    rows.append(row(f"answer step, the busiest head's weight on edge "
+    rows.append(row(f"answer step, the most any head puts on edge "
                     f"{j + 1} of the walk",
                     [q["answer_on_edge"][j] for q in having]))
     rows.append(row(f"planning and answer steps, the most any head puts on "

@@ -83,11 +83,8 @@ def round_correct(logits, targets, mask) -> np.ndarray:
   mask = np.asarray(mask) > 0
   out = []
   for b in range(mask.shape[1]):
-    steps = np.nonzero(mask[:, b])[0]
-    if not len(steps):
-      continue
-    runs = np.split(steps, np.nonzero(np.diff(steps) > 1)[0] + 1)
-    out.extend(bool(np.all(right[r, b])) for r in runs)
+    out.extend(bool(np.all(right[r, b]))
+               for r in walk_reads.query_steps(mask[:, b]))
   return np.asarray(out, bool)
 
 
@@ -187,22 +184,11 @@ def lesson_rows(ev: Evaluator, rng: np.random.Generator,
   return rows
 
 
-def _description_triples(inputs: np.ndarray,
-                         b: int) -> List[Tuple[int, int, int]]:
-  """Episode ``b``'s graph as (source, edge label, destination) triples,
-  read back from its description (the non-blank triples before the first
-  phase pulse)."""
-  x = inputs[:, b]
-  pulses = np.nonzero(x[:, encoding.TRIPLE_SIZE] > 0)[0]
-  return [tuple(encoding.decode_triple(x[t]))
-          for t in range(pulses[0] if len(pulses) else len(x))
-          if np.any(x[t, :encoding.TRIPLE_SIZE])]
-
-
 def _description_nodes(inputs: np.ndarray, b: int) -> set:
-  """Node labels of episode ``b``'s graph (:func:`_description_triples`)."""
+  """Node labels of episode ``b``'s graph
+  (:func:`~experiments.graphs.walk_reads.description_triples`)."""
   nodes = set()
-  for source, _, destination in _description_triples(inputs, b):
+  for source, _, destination in walk_reads.description_triples(inputs, b):
     nodes.update((source, destination))
   nodes.discard(encoding.BLANK)
   return nodes
@@ -242,12 +228,12 @@ def answer_errors(logits, batch, group=None) -> Dict[str, Any]:
          "terminations_right": 0, "queries": 0, "queries_right": 0,
          "wrong_field": [0, 0, 0], "not_a_node": 0, "groups": {}}
   for b in range(mask.shape[1]):
-    steps = np.nonzero(mask[:, b])[0]
-    if not len(steps):
+    queries = walk_reads.query_steps(mask[:, b])
+    if not queries:
       continue
-    description = _description_triples(inputs, b)
+    description = walk_reads.description_triples(inputs, b)
     nodes = _description_nodes(inputs, b)
-    for run in np.split(steps, np.nonzero(np.diff(steps) > 1)[0] + 1):
+    for run in queries:
       out["queries"] += 1
       query_right = True
       position = 0

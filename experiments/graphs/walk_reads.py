@@ -26,6 +26,26 @@ from experiments.graphs import encoding
 Triple = Tuple[int, int, int]
 
 
+def description_triples(inputs: np.ndarray, b: int) -> List[Triple]:
+  """Episode ``b``'s graph as (source, edge label, destination) triples,
+  read back from its description (the non-blank triples before the first
+  phase pulse) in ``inputs [T, B, 92]``."""
+  x = np.asarray(inputs)[:, b]
+  pulses = np.nonzero(x[:, encoding.TRIPLE_SIZE] > 0)[0]
+  return [tuple(encoding.decode_triple(x[t]))
+          for t in range(pulses[0] if len(pulses) else len(x))
+          if np.any(x[t, :encoding.TRIPLE_SIZE])]
+
+
+def query_steps(mask_column: np.ndarray) -> List[np.ndarray]:
+  """One episode's answer steps (``mask [T]`` > 0), one array per query
+  (a query's answers are contiguous, queries are not)."""
+  steps = np.nonzero(np.asarray(mask_column) > 0)[0]
+  if not len(steps):
+    return []
+  return np.split(steps, np.nonzero(np.diff(steps) > 1)[0] + 1)
+
+
 def walk_edges(description: Sequence[Triple], start: int,
                labels: Sequence[int]) -> Optional[List[int]]:
   """Indices into ``description`` of the edges the walk takes, in order.
@@ -72,13 +92,10 @@ def query_reads(read_weights: np.ndarray, write_weights: np.ndarray,
   out = []
   for b in range(inputs.shape[1]):
     pulses = np.nonzero(inputs[:, b, encoding.TRIPLE_SIZE] > 0)[0]
-    description = [tuple(encoding.decode_triple(inputs[t, b]))
-                   for t in range(pulses[0])]
+    description = description_triples(inputs, b)
     slots = write_weights[:pulses[0], b].argmax(-1)
     graph_slots = np.unique(slots)
-    steps = np.nonzero(np.asarray(mask)[:, b] > 0)[0]
-    queries = np.split(steps, np.nonzero(np.diff(steps) > 1)[0] + 1)
-    for answer_steps in queries:
+    for answer_steps in query_steps(np.asarray(mask)[:, b]):
       answer = int(answer_steps[0])
       start, relation, _ = encoding.decode_triple(targets[answer, b])
       path = walk_edges(description, start, relations[relation])

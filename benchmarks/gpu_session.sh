@@ -5,12 +5,17 @@
 #   1. the long bAbI dnc1 run (checkpoints/babi-dnc1) resumed for
 #      BABI_SECONDS; its newest resume state, best parameters and metrics
 #      are packed into $OUT for the session to commit;
-#   2. the speed table (benchmarks.speed) at N = 256 beside the PyTorch
+#   2. a graph curriculum: inference at the paper's sizes (3 x 256 LSTM,
+#      memory 128 x 50, 5 heads) at GRAPH_BATCH episodes a step, for
+#      GRAPH_SECONDS, continuing from checkpoints/graph-inference-paper's
+#      parameters when they exist; its parameters and metrics are packed;
+#   3. the speed table (benchmarks.speed) at N = 256 beside the PyTorch
 #      peers on the same GPU, at SPEED_BIG_BATCH (our row first, then the
 #      peers) and at batch 16, for at most SPEED_SECONDS;
-#   3. the dense link step, XLA against the Pallas kernels
+#   4. the dense link step, XLA against the Pallas kernels
 #      (benchmarks.gpu_link), for at most LINK_SECONDS.
-# Each part is cut at its deadline and keeps what it finished. See
+# Each part is cut at its deadline and keeps what it finished; a part
+# given 0 seconds is skipped. See
 # docs/scaling.md ("On a lent GPU") for how to prepare and call it.
 #
 #   prepare once (here):  bash benchmarks/gpu_session.sh --prepare
@@ -23,10 +28,15 @@
 set -uo pipefail
 
 RUN=runs/gpu-babi-dnc1          # never the CPU run's own folder
-BABI_SECONDS=${BABI_SECONDS:-250}
-SPEED_SECONDS=${SPEED_SECONDS:-200}
+BABI_SECONDS=${BABI_SECONDS:-200}
+GRAPH_RUN=runs/gpu-inference-paper
+GRAPH_KEEP=checkpoints/graph-inference-paper   # parameters only, committed
+GRAPH_SECONDS=${GRAPH_SECONDS:-200}
+GRAPH_BATCH=${GRAPH_BATCH:-256}
+GRAPH_LR=${GRAPH_LR:-3e-4}
+SPEED_SECONDS=${SPEED_SECONDS:-120}
 SPEED_BIG_BATCH=${SPEED_BIG_BATCH:-256}
-LINK_SECONDS=${LINK_SECONDS:-60}
+LINK_SECONDS=${LINK_SECONDS:-30}
 PEER_PYTHON=${PEER_PYTHON:-python3}   # the GPU image's python3 has torch
 DATA=${BABI_DATA:-../shared/data/babi/en-10k}
 
@@ -53,12 +63,26 @@ fi
 if [[ "${1:-}" == "--unpack" ]]; then
   # FILES_AT: where the device tool put $OUT's files. Replaces the committed
   # run's resume state and best parameters with the GPU run's.
+  # Each archive is optional (a part given 0 seconds made none).
   from=${2:?usage: --unpack FILES_AT}
   tmp=$(mktemp -d)
-  tar -xzf "$from/babi-dnc1.tar.gz" -C "$tmp" || exit 1
-  rm -rf checkpoints/babi-dnc1/checkpoints checkpoints/babi-dnc1/best
-  cp -r "$tmp"/gpu-babi-dnc1/* checkpoints/babi-dnc1/
-  ls checkpoints/babi-dnc1/checkpoints checkpoints/babi-dnc1/best
+  if [[ -f "$from/babi-dnc1.tar.gz" ]]; then
+    tar -xzf "$from/babi-dnc1.tar.gz" -C "$tmp" || exit 1
+    rm -rf checkpoints/babi-dnc1/checkpoints checkpoints/babi-dnc1/best
+    cp -r "$tmp"/gpu-babi-dnc1/* checkpoints/babi-dnc1/
+    ls checkpoints/babi-dnc1/checkpoints checkpoints/babi-dnc1/best
+  fi
+  if [[ -f "$from/graph-inference.tar.gz" ]]; then
+    # The graph run's stages accumulate: metrics of each call are kept
+    # under stages/<date-time>, the parameters replaced.
+    stage=stages/gpu-$(date -u +%Y%m%d-%H%M)
+    mkdir -p "$tmp/graph" "$GRAPH_KEEP/$stage"
+    tar -xzf "$from/graph-inference.tar.gz" -C "$tmp/graph" || exit 1
+    cp "$tmp"/graph/params.npz "$tmp"/graph/run.json "$GRAPH_KEEP"/
+    cp "$tmp"/graph/metrics.jsonl "$tmp"/graph/settings.json \
+      "$GRAPH_KEEP/$stage"/
+    ls -R "$GRAPH_KEEP"
+  fi
   exit 0
 fi
 
@@ -77,27 +101,51 @@ mkdir -p /tmp/babi && tar -xzf .gpu/babi-en10k.tar.gz -C /tmp/babi || exit 1
 # resume from where the first call stopped, bAbI only.
 continuing=false
 [[ "${1:-}" == "--continue" ]] && continuing=true
-if $continuing; then
-  [[ -d "$RUN/checkpoints" ]] || { echo "--continue: no $RUN here"; exit 1; }
-else
-  rm -rf "$RUN" && mkdir -p runs && cp -r checkpoints/babi-dnc1 "$RUN"
-fi
-# SIGTERM at the deadline: the trainer writes a final checkpoint and stops.
-timeout -s TERM "$BABI_SECONDS" python3 -m experiments.babi_train \
-  --data-dir /tmp/babi/en-10k --preset dnc1 --out "$RUN" --resume \
-  --no-progress > "$OUT/babi.log" 2>&1
-echo "trainer exit status $? (124: stopped at the deadline)"
-tail -5 "$OUT/babi.log"
+if (( BABI_SECONDS > 0 )); then
+  if $continuing; then
+    [[ -d "$RUN/checkpoints" ]] || { echo "--continue: no $RUN here"; exit 1; }
+  else
+    rm -rf "$RUN" && mkdir -p runs && cp -r checkpoints/babi-dnc1 "$RUN"
+  fi
+  # SIGTERM at the deadline: the trainer writes a final checkpoint and stops.
+  timeout -s TERM "$BABI_SECONDS" python3 -m experiments.babi_train \
+    --data-dir /tmp/babi/en-10k --preset dnc1 --out "$RUN" --resume \
+    --no-progress > "$OUT/babi.log" 2>&1
+  echo "trainer exit status $? (124: stopped at the deadline)"
+  tail -5 "$OUT/babi.log"
 
-# The newest resume state only (each is ~10 MB; $OUT files are <= 16 MB).
-newest=$(ls "$RUN/checkpoints" | sort -n | tail -1)
-for step in $(ls "$RUN/checkpoints"); do
-  [[ "$step" == "$newest" ]] || rm -rf "$RUN/checkpoints/$step"
-done
-tar -czf "$OUT/babi-dnc1.tar.gz" -C runs "$(basename "$RUN")/checkpoints" \
-  "$(basename "$RUN")/best" "$(basename "$RUN")/metrics.jsonl" \
-  "$(basename "$RUN")/summary.json"
+  # The newest resume state only (each is ~10 MB; $OUT files are <= 16 MB).
+  newest=$(ls "$RUN/checkpoints" | sort -n | tail -1)
+  for step in $(ls "$RUN/checkpoints"); do
+    [[ "$step" == "$newest" ]] || rm -rf "$RUN/checkpoints/$step"
+  done
+  tar -czf "$OUT/babi-dnc1.tar.gz" -C runs "$(basename "$RUN")/checkpoints" \
+    "$(basename "$RUN")/best" "$(basename "$RUN")/metrics.jsonl" \
+    "$(basename "$RUN")/summary.json"
+fi
 $continuing && { ls -la "$OUT"; exit 0; }
+
+# The graph curriculum: inference at the paper's sizes, at a batch where
+# the GPU step costs about what batch 16 does. Adam here, not the paper's
+# RMSProp 1e-5 at batch 32 (too slow for minutes of device time). A second
+# call continues from the parameters the first packed (fresh optimiser).
+if (( GRAPH_SECONDS > 0 )); then
+  init=()
+  [[ -f "$GRAPH_KEEP/params.npz" ]] && init=(--init-from "$GRAPH_KEEP")
+  rm -rf "$GRAPH_RUN"
+  timeout -s TERM "$GRAPH_SECONDS" python3 -m experiments.graph_cli \
+    --task inference --preset paper --batch-size "$GRAPH_BATCH" \
+    --optimizer adam --learning-rate "$GRAPH_LR" --epsilon 1e-8 \
+    --eval-every 25 --checkpoint-every 250 --out "$GRAPH_RUN" \
+    "${init[@]}" --no-progress > "$OUT/graph.log" 2>&1
+  echo "graph trainer exit status $? (124: stopped at the deadline)"
+  tail -5 "$OUT/graph.log"
+  python3 -c "import sys; from experiments import graph_cli as g
+g.export_params(g.load_run(sys.argv[1]), sys.argv[2])" "$GRAPH_RUN" \
+    /tmp/graph-pack && cp "$GRAPH_RUN"/metrics.jsonl \
+    "$GRAPH_RUN"/settings.json /tmp/graph-pack/ \
+    && tar -czf "$OUT/graph-inference.tar.gz" -C /tmp/graph-pack .
+fi
 
 # The speed table: our XLA and Pallas paths and both peers on this GPU.
 # Every row is printed (and written to the JSON) as soon as it is done.

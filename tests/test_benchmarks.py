@@ -4,6 +4,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from benchmarks import hlo_loops
 
@@ -138,3 +139,33 @@ def test_speed_peer_order_after_times_our_rows_first(monkeypatch, tmp_path,
   assert speed.main(base) == 0
   assert calls == ["peer", "ours", "peer"]
   capsys.readouterr()
+
+
+def test_loop_ab_times_between_the_skip_and_last_metric_lines(tmp_path):
+  from benchmarks import babi_loop_ab
+
+  metrics = tmp_path / "metrics.jsonl"
+  lines = [{"kind": "train", "step": s, "time": 1000.0 + 2.0 * s}
+           for s in (50, 100, 150, 200)]
+  lines.insert(2, {"kind": "eval", "step": 100, "time": 5000.0})
+  metrics.write_text("\n".join(json.dumps(l) for l in lines)
+                     + '\n{"kind": "train", "st')  # a line being written
+  parsed = babi_loop_ab.train_lines(metrics)
+  assert [r["step"] for r in parsed] == [50, 100, 150, 200]
+  # 16 stories a step, 100 steps in 200 s: compilation before step 100 and
+  # the evaluation line are not counted.
+  assert babi_loop_ab.stories_per_second(parsed, 16, 100, 200) == 8.0
+  assert babi_loop_ab.train_lines(tmp_path / "missing.jsonl") == []
+  with pytest.raises(ValueError, match="steps 100 and 250"):
+    babi_loop_ab.stories_per_second(parsed, 16, 100, 250)
+
+
+def test_loop_ab_refuses_bad_arguments_by_name(tmp_path):
+  from benchmarks import babi_loop_ab
+
+  with pytest.raises(SystemExit):
+    babi_loop_ab.main(["--skip", "300", "--steps", "250"])
+  with pytest.raises(SystemExit):
+    babi_loop_ab.main(["--skip", "75"])
+  with pytest.raises(SystemExit):
+    babi_loop_ab.main(["--data-dir", str(tmp_path)])

@@ -507,6 +507,27 @@ def _check_out(out: pathlib.Path, resume: bool):
     print(f"no run folder {out}: starting afresh")
 
 
+class _KeptSettings:
+  """The run folder's ``settings.json`` as it was before a ``--resume``.
+
+  Settings are written before the checkpoint is read, so a resume that the
+  checkpoint then refuses (a changed setting) would otherwise leave the
+  refused settings behind, and the next plain ``--resume`` would be refused
+  too. :meth:`restore` puts the file back.
+  """
+
+  def __init__(self, args):
+    self._path = (pathlib.Path(args.out) / SETTINGS_FILE
+                  if args.resume and args.out else None)
+    self._text = (self._path.read_text()
+                  if self._path is not None and self._path.is_file()
+                  else None)
+
+  def restore(self):
+    if self._text is not None:
+      self._path.write_text(self._text)
+
+
 def main(argv: Optional[List[str]] = None, prog: str = "dnc-train",
          task: Optional[str] = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
@@ -517,6 +538,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "dnc-train",
       return graph_cli.main(argv, prog=prog)
   parser, generated = build_parser(prog, task)
   args = parser.parse_args(argv)
+  kept_settings = _KeptSettings(args)
   try:
     distributed.initialize(args.coordinator_address, args.num_processes,
                            args.process_id)
@@ -553,6 +575,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "dnc-train",
                     progress=not args.no_progress, save_settings=saved)
   except (ValueError, TypeError, KeyError, FileNotFoundError,
           CheckpointError, babi_data.BabiFormatError) as error:
+    kept_settings.restore()
     message = error.args[0] if isinstance(error, KeyError) else error
     parser.exit(2, f"{prog}: error: {message}\n")
   except TrainingDiverged as error:

@@ -345,3 +345,22 @@ def test_random_command_lines_parse_or_name_the_cause(argv):
     cli.validate_settings(args.task, settings)
   except ValueError as error:
     assert str(error) and "\n" not in str(error)
+
+
+def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capsys):
+  # A resume with a changed optimiser setting is refused by the checkpoint;
+  # the run folder's settings must not keep the refused value, or the next
+  # plain --resume is refused as well.
+  out = tmp_path / "run"
+  argv = TINY + ["--out", str(out), "--steps", "2", "--eval-every", "0"]
+  assert cli.main(argv) == 0
+  before = (out / "settings.json").read_text()
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["--out", str(out), "--resume", "--learning-rate", "0.5",
+              "--steps", "3"])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert "belongs to a different run" in err and "learning_rate" in err
+  assert (out / "settings.json").read_text() == before
+  assert cli.main(["--out", str(out), "--resume", "--steps", "3"]) == 0
+  assert "resumed from step 2" in capsys.readouterr().out

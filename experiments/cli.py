@@ -25,7 +25,7 @@ import pathlib
 import sys
 import threading
 import time
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -35,8 +35,9 @@ from dnc_jax.ntm import NTMConfig
 from experiments import babi_data, distributed, flags as flag_gen, sweep
 from experiments import tasks
 from experiments.checkpoints import Checkpointer, CheckpointError
-from experiments.loop import (LoopConfig, OptimizerConfig, make_run_folder,
-                              train, TrainingDiverged)
+from experiments.loop import (CHANGEABLE_ON_RESUME, LoopConfig,
+                              OptimizerConfig, make_run_folder, train,
+                              TrainingDiverged)
 from experiments.models import (Model, babi_model, check_kind, model_config,
                                 sequence_model, uses_dropout)
 from experiments.tasks import babi, bit
@@ -122,6 +123,13 @@ def build_parser(prog: str = "dnc-train", task: Optional[str] = None
                       help="run folder (default runs/<task>-<preset>)")
   parser.add_argument("--resume", action="store_true",
                       help="continue the run in --out from its checkpoint")
+  parser.add_argument(
+      "--allow-change", action="append", default=[], metavar="FIELD",
+      choices=[f.split(".", 1)[1] for f in CHANGEABLE_ON_RESUME],
+      help="with --resume: let this optimiser setting (learning_rate, "
+      "max_grad_norm) differ from the checkpoint's, given by its own flag "
+      "(e.g. --allow-change learning_rate --learning-rate 3e-4); the change "
+      "is logged in metrics.jsonl; repeatable")
   parser.add_argument("--no-progress", action="store_true",
                       help="no progress bar")
   sweep.add_flags(parser)
@@ -317,7 +325,8 @@ def _loop_config(settings: Dict[str, Any], **overrides) -> LoopConfig:
 def run(settings: Dict[str, Any], task_name: str, out_dir, *,
         resume: bool = False, progress: bool = True,
         stop_after: Optional[int] = None,
-        save_settings: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        save_settings: Optional[Dict[str, Any]] = None,
+        may_change: Sequence[str] = ()) -> Dict[str, Any]:
   """Trains with ``settings`` (as :func:`settings_from_args` builds them).
 
   ``save_settings`` is written to ``settings.json`` once every setting
@@ -325,10 +334,12 @@ def run(settings: Dict[str, Any], task_name: str, out_dir, *,
   """
   if task_name == "babi":
     return run_babi(settings, out_dir, resume=resume, progress=progress,
-                    stop_after=stop_after, save_settings=save_settings)
+                    stop_after=stop_after, save_settings=save_settings,
+                    may_change=may_change)
   if task_name == "shrdlu":
     return run_shrdlu(settings, out_dir, resume=resume, progress=progress,
-                      stop_after=stop_after, save_settings=save_settings)
+                      stop_after=stop_after, save_settings=save_settings,
+                      may_change=may_change)
   task = bit.TASKS[task_name](**settings["task"])
   kind = settings.get("kind", "dnc")  # A preset's "kind"; "dnc" if absent.
   check_kind(kind, ("dnc", "ntm"))
@@ -347,7 +358,7 @@ def run(settings: Dict[str, Any], task_name: str, out_dir, *,
                optimizer_config=optimizer_config, loop_config=loop_config,
                out_dir=out_dir, run_record=record, evaluate=evaluate,
                resume=resume, progress=progress, stop_after=stop_after,
-               model=model)
+               model=model, may_change=may_change)
 
 
 # --- Mini-SHRDLU. ---------------------------------------------------------
@@ -367,15 +378,16 @@ def shrdlu_parts(settings: Dict[str, Any]):
 
 def run_shrdlu(settings: Dict[str, Any], out_dir, *, resume: bool = False,
                progress: bool = True, stop_after: Optional[int] = None,
-               save_settings: Optional[Dict[str, Any]] = None
-               ) -> Dict[str, Any]:
+               save_settings: Optional[Dict[str, Any]] = None,
+               may_change: Sequence[str] = ()) -> Dict[str, Any]:
   """Trains a Mini-SHRDLU agent (the task's own model and step)."""
   task, model, optimizer_config, loop_config, record = shrdlu_parts(settings)
   _write_settings(out_dir, save_settings)
   return train(init_fn=model.init, apply_fn=model.apply, task=task,
                optimizer_config=optimizer_config, loop_config=loop_config,
                out_dir=out_dir, run_record=record, resume=resume,
-               progress=progress, stop_after=stop_after, model=model)
+               progress=progress, stop_after=stop_after, model=model,
+               may_change=may_change)
 
 
 # --- bAbI. ----------------------------------------------------------------
@@ -454,8 +466,8 @@ def babi_parts(settings: Dict[str, Any], preset: Optional[str] = None,
 def run_babi(settings: Dict[str, Any], out_dir, *, resume: bool = False,
              progress: bool = True, stop_after: Optional[int] = None,
              preset: Optional[str] = None,
-             save_settings: Optional[Dict[str, Any]] = None
-             ) -> Dict[str, Any]:
+             save_settings: Optional[Dict[str, Any]] = None,
+             may_change: Sequence[str] = ()) -> Dict[str, Any]:
   """Trains on bAbI jointly; ``settings`` as a bAbI preset holds them."""
   parts = babi_parts(settings, preset)
   out = pathlib.Path(out_dir)
@@ -465,7 +477,7 @@ def run_babi(settings: Dict[str, Any], out_dir, *, resume: bool = False,
                task=parts.task, optimizer_config=parts.optimizer,
                loop_config=parts.loop, out_dir=out, run_record=parts.record,
                resume=resume, progress=progress, stop_after=stop_after,
-               model=parts.model)
+               model=parts.model, may_change=may_change)
 
 
 def _write_settings(out_dir, saved: Optional[Dict[str, Any]]):
@@ -551,9 +563,15 @@ def main(argv: Optional[List[str]] = None, prog: str = "dnc-train",
              "settings": settings}
     previous = (saved_settings(out) if args.resume and out.is_dir()
                 else None)
+    may_change = [f"optimizer.{field}" for field in args.allow_change]
+    if may_change and not args.resume:
+      raise ValueError("--allow-change applies to --resume")
     # Several processes train through the sweep's mesh (one member or more).
     if sweep.is_sweep(args, previous) or jax.process_count() > 1:
       sweep.check_task(task_name)
+      if may_change:
+        raise ValueError("--allow-change is not for sweeps (each member's "
+                         "optimiser settings are swept with --sweep)")
       saved["sweep"] = sweep.sweep_spec_from_args(args, settings, previous)
       if jax.process_index() == 0:
         _write_settings(out, saved)
@@ -569,10 +587,11 @@ def main(argv: Optional[List[str]] = None, prog: str = "dnc-train",
     elif task_name == "babi":
       summary = run_babi(settings, out, resume=args.resume,
                          progress=not args.no_progress, preset=preset_name,
-                         save_settings=saved)
+                         save_settings=saved, may_change=may_change)
     else:
       summary = run(settings, task_name, out, resume=args.resume,
-                    progress=not args.no_progress, save_settings=saved)
+                    progress=not args.no_progress, save_settings=saved,
+                    may_change=may_change)
   except (ValueError, TypeError, KeyError, FileNotFoundError,
           CheckpointError, babi_data.BabiFormatError) as error:
     kept_settings.restore()

@@ -26,7 +26,8 @@ import os
 import pathlib
 import signal
 import time
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import (Any, Callable, Dict, List, NamedTuple, Optional,
+                    Sequence, Tuple)
 
 import jax
 import jax.numpy as jnp
@@ -463,22 +464,37 @@ def _curriculum(task) -> Dict[str, Any]:
   return dict(get()) if get is not None else {}
 
 
+# Settings a resumed run may change when asked (``may_change``): none of
+# them shapes the parameters or the optimiser's state.
+CHANGEABLE_ON_RESUME = ("optimizer.learning_rate", "optimizer.max_grad_norm")
+
+
 def _check_record(checkpointer: Checkpointer, record: Dict[str, Any],
-                  run_record: Dict[str, Any]):
+                  run_record: Dict[str, Any],
+                  may_change: Sequence[str] = ()) -> List[str]:
+  """Raises unless the checkpoint's run record matches ``run_record``
+  (``loop.steps`` and the ``may_change`` fields aside); returns the
+  differences in those fields (``["optimizer.learning_rate: saved 0.0001,
+  now 0.0003"]``)."""
   differences = describe_differences(
       _without_steps(record.get("run", {})), _without_steps(run_record))
-  if differences:
+  allowed = [d for d in differences if d.split(":")[0] in may_change]
+  refused = [d for d in differences if d not in allowed]
+  if refused:
     raise CheckpointError(
         "the checkpoint in {} belongs to a different run: {}".format(
-            checkpointer.directory, "; ".join(differences)))
+            checkpointer.directory, "; ".join(refused)))
+  return allowed
 
 
 def resume_state(checkpointer: Checkpointer, template: TrainState,
-                 run_record: Dict[str, Any]) -> Tuple[TrainState, Dict]:
+                 run_record: Dict[str, Any],
+                 may_change: Sequence[str] = ()) -> Tuple[TrainState, Dict]:
   """The newest intact checkpoint's ``(state, record)``.
 
   A corrupt checkpoint is skipped with a warning naming it; the run record
-  must match ``run_record`` (``loop.steps`` aside).
+  must match ``run_record`` (``loop.steps`` and the ``may_change`` fields
+  aside; the changes made are listed in ``record["changed"]``).
 
   Raises:
     CheckpointError: no intact checkpoint, or one of another run.
@@ -491,14 +507,14 @@ def resume_state(checkpointer: Checkpointer, template: TrainState,
       failures.append(str(error))
       print(f"warning: {error}; trying an older one", flush=True)
       continue
-    _check_record(checkpointer, record, run_record)
+    changed = _check_record(checkpointer, record, run_record, may_change)
     try:
       state, record = checkpointer.restore(template, step)
     except CheckpointError as error:
       failures.append(str(error))
       print(f"warning: {error}; trying an older one", flush=True)
       continue
-    return state, record
+    return state, dict(record, changed=changed)
   raise CheckpointError(f"no intact checkpoint in {checkpointer.directory}: "
                         + "; ".join(failures))
 
@@ -538,7 +554,8 @@ def train(*, init_fn: Callable, apply_fn: Callable, task,
           out_dir, run_record: Dict[str, Any],
           evaluate: Optional[Callable[[Any], Dict[str, float]]] = None,
           resume: bool = False, progress: bool = True,
-          stop_after: Optional[int] = None, model=None) -> Dict[str, Any]:
+          stop_after: Optional[int] = None, model=None,
+          may_change: Sequence[str] = ()) -> Dict[str, Any]:
   """Trains, evaluates and checkpoints; returns the final summary.
 
   Args:
@@ -560,20 +577,34 @@ def train(*, init_fn: Callable, apply_fn: Callable, task,
       interrupted; for tests and time-boxed sessions.
     model: an :class:`experiments.models.Model` (default: ``init_fn`` and
       ``apply_fn`` without a core) handed to a closed-loop task.
+    may_change: fields of :data:`CHANGEABLE_ON_RESUME` that a resumed run
+      may set differently from its checkpoint (e.g. a lower learning rate
+      for a long run's later steps); each change is printed and logged as
+      a ``change`` line of ``metrics.jsonl`` at the step it takes effect.
   Returns:
     ``{"step", "stopped", "train": last batch metrics, "eval": last
     evaluation, "best"}``.
   """
   from experiments.models import Model  # Late: models imports dnc_jax.
+  unknown = sorted(set(may_change) - set(CHANGEABLE_ON_RESUME))
+  if unknown:
+    raise ValueError(f"may_change: {unknown} cannot change on resume; "
+                     f"only {list(CHANGEABLE_ON_RESUME)} can")
+  if may_change and not resume:
+    raise ValueError("may_change applies to a resumed run (--resume)")
   model = model or Model(init_fn, apply_fn)
   folder = RunFolder(out_dir, keep_best=loop_config.select_metric is not None)
   mesh = (data_mesh(loop_config.batch_size) if loop_config.data_parallel
           else None)
   sample = _make_sampler(task, loop_config, mesh)
   run_record = json.loads(json.dumps(run_record))  # Plain JSON, as saved.
-  state, start, best = _initial_state(folder, init_fn, optimizer_config,
-                                      loop_config, task, sample, run_record,
-                                      resume, mesh)
+  state, start, best, changed = _initial_state(
+      folder, init_fn, optimizer_config, loop_config, task, sample,
+      run_record, resume, mesh, may_change)
+  if changed:
+    folder.log.write(kind="change", step=start, time=time.time(),
+                     changed=changed)
+    print(f"changed from step {start} on: " + "; ".join(changed), flush=True)
   train_step = build_step(model, task, make_optimizer(optimizer_config),
                           loop_config, mesh)
   evaluate = evaluate or _task_evaluate(task, model.apply)
@@ -606,8 +637,9 @@ def _make_sampler(task, loop_config: LoopConfig, mesh: Optional[Mesh]):
 
 
 def _initial_state(folder: RunFolder, init_fn, optimizer_config, loop_config,
-                   task, sample, run_record, resume, mesh):
-  """``(state, start step, best tracker)``: fresh or from a checkpoint."""
+                   task, sample, run_record, resume, mesh, may_change=()):
+  """``(state, start step, best tracker, changed settings)``: fresh or from
+  a checkpoint."""
 
   def replicate(tree):
     return tree if mesh is None else jax.device_put(
@@ -621,19 +653,19 @@ def _initial_state(folder: RunFolder, init_fn, optimizer_config, loop_config,
   if checkpointer.latest_step() is None:
     if resume:
       print(f"no checkpoint in {checkpointer.directory}: starting afresh")
-    return replicate(state), 0, best
+    return replicate(state), 0, best, []
   if not resume:
     raise CheckpointError(
         f"{checkpointer.directory} already holds checkpoints: pass "
         "resume=True (--resume) to continue that run, or use another "
         "output folder")
-  state, saved = resume_state(checkpointer, state, run_record)
+  state, saved = resume_state(checkpointer, state, run_record, may_change)
   restore = getattr(task, "restore_curriculum", None)
   if restore is not None:
     restore(saved.get("curriculum", {}))
   best = _BestTracker(loop_config.select_metric, saved.get("best"))
   print(f"resumed from step {saved['step']} of {checkpointer.directory}")
-  return replicate(state), saved["step"], best
+  return replicate(state), saved["step"], best, saved["changed"]
 
 
 class _Checkpointing:

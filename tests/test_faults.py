@@ -364,3 +364,48 @@ def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capsys):
   assert (out / "settings.json").read_text() == before
   assert cli.main(["--out", str(out), "--resume", "--steps", "3"]) == 0
   assert "resumed from step 2" in capsys.readouterr().out
+
+
+def test_allow_change_lets_a_resumed_run_take_a_new_learning_rate(tmp_path,
+                                                                   capsys):
+  out = tmp_path / "run"
+  argv = TINY + ["--out", str(out), "--steps", "2", "--eval-every", "0"]
+  assert cli.main(argv) == 0
+  capsys.readouterr()
+  first = json.loads((out / "settings.json").read_text())
+  first_rate = first["settings"]["optimizer"]["learning_rate"]
+  assert first_rate != 0.5
+  assert cli.main(["--out", str(out), "--resume", "--steps", "3",
+                   "--allow-change", "learning_rate",
+                   "--learning-rate", "0.5"]) == 0
+  assert "changed from step 2 on: optimizer.learning_rate" in (
+      capsys.readouterr().out)
+  lines = [json.loads(l) for l in
+           (out / "metrics.jsonl").read_text().splitlines()]
+  (change,) = [l for l in lines if l["kind"] == "change"]
+  assert change["step"] == 2 and change["changed"] == [
+      f"optimizer.learning_rate: saved {first_rate!r}, now 0.5"]
+  # Later checkpoints hold the new rate: a plain resume continues at it.
+  assert cli.main(["--out", str(out), "--resume", "--steps", "4"]) == 0
+  # Only the named field may change; the others are still refused.
+  with pytest.raises(SystemExit):
+    cli.main(["--out", str(out), "--resume", "--steps", "5",
+              "--allow-change", "learning_rate", "--max-grad-norm", "3"])
+  assert "max_grad_norm: saved" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    cli.main(TINY + ["--out", str(tmp_path / "new"), "--allow-change",
+                     "learning_rate"])
+  assert "--allow-change applies to --resume" in capsys.readouterr().err
+  assert not (tmp_path / "new").exists()
+
+
+def test_only_shape_free_optimiser_settings_may_change_on_resume(tmp_path):
+  from experiments import loop
+  with pytest.raises(ValueError, match="model.memory_size"):
+    loop.train(init_fn=None, apply_fn=None, task=None,
+               optimizer_config=None, loop_config=None, out_dir=tmp_path,
+               run_record={}, resume=True, may_change=["model.memory_size"])
+  with pytest.raises(ValueError, match="resumed run"):
+    loop.train(init_fn=None, apply_fn=None, task=None,
+               optimizer_config=None, loop_config=None, out_dir=tmp_path,
+               run_record={}, may_change=["optimizer.learning_rate"])

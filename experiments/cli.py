@@ -25,7 +25,8 @@ import pathlib
 import sys
 import threading
 import time
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, List, NamedTuple, Optional,
+                    Sequence, Tuple)
 
 import jax
 import numpy as np
@@ -123,6 +124,15 @@ def build_parser(prog: str = "dnc-train", task: Optional[str] = None
                       help="run folder (default runs/<task>-<preset>)")
   parser.add_argument("--resume", action="store_true",
                       help="continue the run in --out from its checkpoint")
+  add_allow_change_flag(parser)
+  parser.add_argument("--no-progress", action="store_true",
+                      help="no progress bar")
+  sweep.add_flags(parser)
+  return parser, generated
+
+
+def add_allow_change_flag(parser: argparse.ArgumentParser):
+  """``--allow-change FIELD`` (repeatable): see :func:`may_change`."""
   parser.add_argument(
       "--allow-change", action="append", default=[], metavar="FIELD",
       choices=[f.split(".", 1)[1] for f in CHANGEABLE_ON_RESUME],
@@ -130,10 +140,15 @@ def build_parser(prog: str = "dnc-train", task: Optional[str] = None
       "max_grad_norm) differ from the checkpoint's, given by its own flag "
       "(e.g. --allow-change learning_rate --learning-rate 3e-4); the change "
       "is logged in metrics.jsonl; repeatable")
-  parser.add_argument("--no-progress", action="store_true",
-                      help="no progress bar")
-  sweep.add_flags(parser)
-  return parser, generated
+
+
+def may_change(args) -> List[str]:
+  """The trainer's ``may_change`` from ``--allow-change``; ValueError
+  without ``--resume``."""
+  fields = [f"optimizer.{field}" for field in args.allow_change]
+  if fields and not args.resume:
+    raise ValueError("--allow-change applies to --resume")
+  return fields
 
 
 def _task_classes(task: Optional[str]) -> List[type]:
@@ -329,8 +344,9 @@ def run(settings: Dict[str, Any], task_name: str, out_dir, *,
         may_change: Sequence[str] = ()) -> Dict[str, Any]:
   """Trains with ``settings`` (as :func:`settings_from_args` builds them).
 
-  ``save_settings`` is written to ``settings.json`` once every setting
-  has been checked, just before training; nothing is created before.
+  ``save_settings`` is written to ``settings.json`` once every setting,
+  and on ``resume`` the checkpoint's record, has been checked, just before
+  the first step.
   """
   if task_name == "babi":
     return run_babi(settings, out_dir, resume=resume, progress=progress,
@@ -353,12 +369,12 @@ def run(settings: Dict[str, Any], task_name: str, out_dir, *,
   record = dict(settings, task_name=task_name,
                 task=dataclasses.asdict(task),
                 model=dataclasses.asdict(config))
-  _write_settings(out_dir, save_settings)
   return train(init_fn=model.init, apply_fn=model.apply, task=task,
                optimizer_config=optimizer_config, loop_config=loop_config,
                out_dir=out_dir, run_record=record, evaluate=evaluate,
                resume=resume, progress=progress, stop_after=stop_after,
-               model=model, may_change=may_change)
+               model=model, may_change=may_change,
+               on_start=_settings_writer(out_dir, save_settings))
 
 
 # --- Mini-SHRDLU. ---------------------------------------------------------
@@ -382,12 +398,12 @@ def run_shrdlu(settings: Dict[str, Any], out_dir, *, resume: bool = False,
                may_change: Sequence[str] = ()) -> Dict[str, Any]:
   """Trains a Mini-SHRDLU agent (the task's own model and step)."""
   task, model, optimizer_config, loop_config, record = shrdlu_parts(settings)
-  _write_settings(out_dir, save_settings)
   return train(init_fn=model.init, apply_fn=model.apply, task=task,
                optimizer_config=optimizer_config, loop_config=loop_config,
                out_dir=out_dir, run_record=record, resume=resume,
                progress=progress, stop_after=stop_after, model=model,
-               may_change=may_change)
+               may_change=may_change,
+               on_start=_settings_writer(out_dir, save_settings))
 
 
 # --- bAbI. ----------------------------------------------------------------
@@ -471,20 +487,34 @@ def run_babi(settings: Dict[str, Any], out_dir, *, resume: bool = False,
   """Trains on bAbI jointly; ``settings`` as a bAbI preset holds them."""
   parts = babi_parts(settings, preset)
   out = pathlib.Path(out_dir)
-  _write_settings(out, save_settings)
-  parts.vocab.save(out / "vocab.json")
+  write_settings = _settings_writer(out, save_settings)
+
+  def on_start():
+    write_settings()
+    parts.vocab.save(out / "vocab.json")
+
   return train(init_fn=parts.model.init, apply_fn=parts.model.apply,
                task=parts.task, optimizer_config=parts.optimizer,
                loop_config=parts.loop, out_dir=out, run_record=parts.record,
                resume=resume, progress=progress, stop_after=stop_after,
-               model=parts.model, may_change=may_change)
+               model=parts.model, may_change=may_change, on_start=on_start)
 
 
-def _write_settings(out_dir, saved: Optional[Dict[str, Any]]):
-  out = pathlib.Path(out_dir)
-  make_run_folder(out)
-  if saved is not None:
-    (out / SETTINGS_FILE).write_text(json.dumps(saved, indent=2))
+def _settings_writer(out_dir, saved: Optional[Dict[str, Any]]
+                     ) -> Callable[[], None]:
+  """The trainer's ``on_start``: writes ``saved`` to ``settings.json``.
+
+  Called once the checkpoint (on ``--resume``) has accepted the settings,
+  so a refused resume leaves the run's settings as they were.
+  """
+
+  def write():
+    out = pathlib.Path(out_dir)
+    make_run_folder(out)
+    if saved is not None:
+      (out / SETTINGS_FILE).write_text(json.dumps(saved, indent=2))
+
+  return write
 
 
 # --- First use and the command line. --------------------------------------
@@ -519,27 +549,6 @@ def _check_out(out: pathlib.Path, resume: bool):
     print(f"no run folder {out}: starting afresh")
 
 
-class _KeptSettings:
-  """The run folder's ``settings.json`` as it was before a ``--resume``.
-
-  Settings are written before the checkpoint is read, so a resume that the
-  checkpoint then refuses (a changed setting) would otherwise leave the
-  refused settings behind, and the next plain ``--resume`` would be refused
-  too. :meth:`restore` puts the file back.
-  """
-
-  def __init__(self, args):
-    self._path = (pathlib.Path(args.out) / SETTINGS_FILE
-                  if args.resume and args.out else None)
-    self._text = (self._path.read_text()
-                  if self._path is not None and self._path.is_file()
-                  else None)
-
-  def restore(self):
-    if self._text is not None:
-      self._path.write_text(self._text)
-
-
 def main(argv: Optional[List[str]] = None, prog: str = "dnc-train",
          task: Optional[str] = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
@@ -550,7 +559,6 @@ def main(argv: Optional[List[str]] = None, prog: str = "dnc-train",
       return graph_cli.main(argv, prog=prog)
   parser, generated = build_parser(prog, task)
   args = parser.parse_args(argv)
-  kept_settings = _KeptSettings(args)
   try:
     distributed.initialize(args.coordinator_address, args.num_processes,
                            args.process_id)
@@ -563,23 +571,20 @@ def main(argv: Optional[List[str]] = None, prog: str = "dnc-train",
              "settings": settings}
     previous = (saved_settings(out) if args.resume and out.is_dir()
                 else None)
-    may_change = [f"optimizer.{field}" for field in args.allow_change]
-    if may_change and not args.resume:
-      raise ValueError("--allow-change applies to --resume")
+    changeable = may_change(args)
     # Several processes train through the sweep's mesh (one member or more).
     if sweep.is_sweep(args, previous) or jax.process_count() > 1:
       sweep.check_task(task_name)
-      if may_change:
+      if changeable:
         raise ValueError("--allow-change is not for sweeps (each member's "
                          "optimiser settings are swept with --sweep)")
       saved["sweep"] = sweep.sweep_spec_from_args(args, settings, previous)
-      if jax.process_index() == 0:
-        _write_settings(out, saved)
       extra = {"preset": preset_name} if task_name == "babi" else {}
       summary = sweep.run_sweep(
           settings, task_name, out, saved["sweep"], resume=args.resume,
           progress=not args.no_progress, model_devices=args.mesh_model,
-          **extra)
+          on_start=(_settings_writer(out, saved)
+                    if jax.process_index() == 0 else None), **extra)
       summary = {k: summary[k] for k in ("step", "stopped", "train", "eval",
                                          "mesh", "processes")}
     elif args.mesh_model is not None:
@@ -587,14 +592,13 @@ def main(argv: Optional[List[str]] = None, prog: str = "dnc-train",
     elif task_name == "babi":
       summary = run_babi(settings, out, resume=args.resume,
                          progress=not args.no_progress, preset=preset_name,
-                         save_settings=saved, may_change=may_change)
+                         save_settings=saved, may_change=changeable)
     else:
       summary = run(settings, task_name, out, resume=args.resume,
                     progress=not args.no_progress, save_settings=saved,
-                    may_change=may_change)
+                    may_change=changeable)
   except (ValueError, TypeError, KeyError, FileNotFoundError,
           CheckpointError, babi_data.BabiFormatError) as error:
-    kept_settings.restore()
     message = error.args[0] if isinstance(error, KeyError) else error
     parser.exit(2, f"{prog}: error: {message}\n")
   except TrainingDiverged as error:

@@ -22,7 +22,7 @@ import json
 import pathlib
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +31,8 @@ import numpy as np
 from dnc_jax import DNCConfig
 from experiments import flags as flag_gen
 # The same flag help and --link-sparsity 0 reading as dnc-train's.
-from experiments.cli import _OPTIMIZER_HELP, _no_link
+from experiments.cli import (_OPTIMIZER_HELP, _no_link,
+                             add_allow_change_flag, may_change)
 from experiments.checkpoints import Checkpointer, CheckpointError
 from experiments.loop import (LoopConfig, OptimizerConfig, load_params,
                               make_run_folder, train, TrainingDiverged)
@@ -78,6 +79,7 @@ def build_parser(prog: str = "dnc-graph-train"
                       help="run folder (default runs/<task>-<preset>)")
   parser.add_argument("--resume", action="store_true",
                       help="continue the run in --out from its checkpoint")
+  add_allow_change_flag(parser)
   parser.add_argument("--no-progress", action="store_true",
                       help="no progress bar")
   parser.add_argument("--init-from", default=None, metavar="RUN",
@@ -137,8 +139,14 @@ def validate_settings(task_name: str, settings: Dict[str, Any]):
 def run(settings: Dict[str, Any], task_name: str, out_dir, *,
         resume: bool = False, progress: bool = True,
         stop_after: Optional[int] = None,
-        save_settings: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-  """Trains graph task ``task_name`` with ``settings`` (a preset's layout)."""
+        save_settings: Optional[Dict[str, Any]] = None,
+        may_change: Sequence[str] = ()) -> Dict[str, Any]:
+  """Trains graph task ``task_name`` with ``settings`` (a preset's layout).
+
+  ``save_settings`` is written to ``settings.json`` once the checkpoint (on
+  ``resume``) has accepted the settings; ``may_change`` as
+  :func:`experiments.loop.train`.
+  """
   validate_settings(task_name, settings)
   kind = settings.get("kind", "dnc")
   task = graph.make_task(task_name, graph.GraphConfig(**settings["task"]))
@@ -167,13 +175,17 @@ def run(settings: Dict[str, Any], task_name: str, out_dir, *,
             "loop": dataclasses.asdict(loop_config)}
   if source:
     record["init_from"] = source
-  make_run_folder(out)
-  if save_settings is not None:
-    (out / SETTINGS_FILE).write_text(json.dumps(save_settings, indent=2))
+
+  def write_settings():
+    make_run_folder(out)
+    if save_settings is not None:
+      (out / SETTINGS_FILE).write_text(json.dumps(save_settings, indent=2))
+
   return train(init_fn=init_fn, apply_fn=model.apply, task=task,
                optimizer_config=optimizer_config, loop_config=loop_config,
                out_dir=out, run_record=record, resume=resume,
-               progress=progress, stop_after=stop_after, model=model)
+               progress=progress, stop_after=stop_after, model=model,
+               may_change=may_change, on_start=write_settings)
 
 
 def _has_checkpoint(out: pathlib.Path) -> bool:
@@ -453,7 +465,8 @@ def main(argv: Optional[List[str]] = None,
     saved = {"task_name": task_name, "preset": preset_name,
              "settings": settings}
     summary = run(settings, task_name, out, resume=args.resume,
-                  progress=not args.no_progress, save_settings=saved)
+                  progress=not args.no_progress, save_settings=saved,
+                  may_change=may_change(args))
   except (ValueError, TypeError, KeyError, FileNotFoundError,
           CheckpointError) as error:
     message = error.args[0] if isinstance(error, KeyError) else error

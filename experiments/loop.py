@@ -555,7 +555,8 @@ def train(*, init_fn: Callable, apply_fn: Callable, task,
           evaluate: Optional[Callable[[Any], Dict[str, float]]] = None,
           resume: bool = False, progress: bool = True,
           stop_after: Optional[int] = None, model=None,
-          may_change: Sequence[str] = ()) -> Dict[str, Any]:
+          may_change: Sequence[str] = (),
+          on_start: Optional[Callable[[], None]] = None) -> Dict[str, Any]:
   """Trains, evaluates and checkpoints; returns the final summary.
 
   Args:
@@ -581,6 +582,10 @@ def train(*, init_fn: Callable, apply_fn: Callable, task,
       may set differently from its checkpoint (e.g. a lower learning rate
       for a long run's later steps); each change is printed and logged as
       a ``change`` line of ``metrics.jsonl`` at the step it takes effect.
+    on_start: called once the state is built (fresh, or resumed with its
+      checkpoint's record checked), before the first step. The command
+      lines write ``settings.json`` here, so a resume that the checkpoint
+      refuses leaves the folder's settings as they were.
   Returns:
     ``{"step", "stopped", "train": last batch metrics, "eval": last
     evaluation, "best"}``.
@@ -601,6 +606,8 @@ def train(*, init_fn: Callable, apply_fn: Callable, task,
   state, start, best, changed = _initial_state(
       folder, init_fn, optimizer_config, loop_config, task, sample,
       run_record, resume, mesh, may_change)
+  if on_start is not None:
+    on_start()
   if changed:
     folder.log.write(kind="change", step=start, time=time.time(),
                      changed=changed)

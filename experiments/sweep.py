@@ -355,12 +355,14 @@ def train_sweep(*, init_fn: Callable, apply_fn: Callable, task,
                 resume: bool = False, stop_after: Optional[int] = None,
                 model_devices: Optional[int] = None,
                 progress: bool = True,
-                members_per_step: Optional[int] = None) -> Dict[str, Any]:
+                members_per_step: Optional[int] = None,
+                on_start: Optional[Callable[[], None]] = None
+                ) -> Dict[str, Any]:
   """Trains ``members`` together; returns the summary (see module doc).
 
   Args:
-    init_fn, apply_fn, task, loop_config, run_record, resume, stop_after:
-      as :func:`experiments.loop.train`.
+    init_fn, apply_fn, task, loop_config, run_record, resume, stop_after,
+    on_start: as :func:`experiments.loop.train`.
     members: from :func:`make_members` (same optimiser name throughout).
     make_evaluate: ``make_evaluate(seed) -> evaluate(params) -> {name:
       value}``, each member's evaluation, at ``eval_every`` and the end.
@@ -400,6 +402,8 @@ def train_sweep(*, init_fn: Callable, apply_fn: Callable, task,
     if primary:
       print(f"resumed the {len(members)}-member sweep from step {start}",
             flush=True)
+  if on_start is not None:
+    on_start()
   step_fn = make_sweep_step(apply_fn, task, members[0].optimizer, mesh,
                             members_per_step)
   evaluators = ([make_evaluate(m.seed) for m in members]
@@ -504,10 +508,13 @@ def run_bit_sweep(settings: Dict[str, Any], task_name: str, out_dir,
                   sweep_spec: Dict[str, Any], *, resume: bool = False,
                   progress: bool = True, stop_after: Optional[int] = None,
                   model_devices: Optional[int] = None,
-                  evaluate: bool = True) -> Dict[str, Any]:
+                  evaluate: bool = True,
+                  on_start: Optional[Callable[[], None]] = None
+                  ) -> Dict[str, Any]:
   """A bit task's sweep from ``settings`` (as ``dnc-train`` builds them)
   and ``sweep_spec`` (``{"seeds": [...], "sweep": {field: [...]}}``);
-  ``evaluate=False`` skips the evaluations."""
+  ``evaluate=False`` skips the evaluations; ``on_start`` as
+  :func:`train_sweep`."""
   from dnc_jax import DNCConfig
   from experiments import cli
   from experiments.models import unrolled_dnc
@@ -538,7 +545,7 @@ def run_bit_sweep(settings: Dict[str, Any], task_name: str, out_dir,
                      resume=resume, stop_after=stop_after,
                      model_devices=model_devices, progress=progress,
                      members_per_step=auto_members_per_step(
-                         settings["model"]))
+                         settings["model"]), on_start=on_start)
 
 
 def run_babi_sweep(settings: Dict[str, Any], out_dir,
@@ -546,7 +553,9 @@ def run_babi_sweep(settings: Dict[str, Any], out_dir,
                    progress: bool = True, stop_after: Optional[int] = None,
                    model_devices: Optional[int] = None,
                    evaluate: bool = True,
-                   preset: Optional[str] = None) -> Dict[str, Any]:
+                   preset: Optional[str] = None,
+                   on_start: Optional[Callable[[], None]] = None
+                   ) -> Dict[str, Any]:
   """A bAbI sweep from ``settings`` (as ``dnc-train --task babi`` builds
   them): see :func:`run_bit_sweep`.
 
@@ -589,7 +598,7 @@ def run_babi_sweep(settings: Dict[str, Any], out_dir,
                      resume=resume, stop_after=stop_after,
                      model_devices=model_devices, progress=progress,
                      members_per_step=auto_members_per_step(
-                         settings["model"]))
+                         settings["model"]), on_start=on_start)
 
 
 def run_sweep(settings: Dict[str, Any], task_name: str, out_dir,

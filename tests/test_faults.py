@@ -366,6 +366,22 @@ def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capsys):
   assert "resumed from step 2" in capsys.readouterr().out
 
 
+def test_a_refused_sweep_resume_leaves_the_settings_as_they_were(tmp_path,
+                                                                capsys):
+  out = tmp_path / "sweep"
+  argv = TINY + ["--out", str(out), "--steps", "1", "--eval-every", "0",
+                 "--seeds", "2"]
+  assert cli.main(argv) == 0
+  before = (out / "settings.json").read_text()
+  assert json.loads(before)["sweep"]["seeds"] == [0, 1]
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["--out", str(out), "--resume", "--learning-rate", "0.5",
+              "--steps", "2"])
+  assert exit_info.value.code == 2
+  assert "learning_rate" in capsys.readouterr().err
+  assert (out / "settings.json").read_text() == before
+
+
 def test_allow_change_lets_a_resumed_run_take_a_new_learning_rate(tmp_path,
                                                                    capsys):
   out = tmp_path / "run"

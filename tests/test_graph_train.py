@@ -124,6 +124,39 @@ def test_dnc_train_routes_graph_tasks_and_runs(tmp_path):
   assert _evals(out)[-1]["step"] == 4
 
 
+def test_a_refused_resume_keeps_the_settings_and_allow_change_is_logged(
+    tmp_path, capsys):
+  out = tmp_path / "run"
+  assert graph_cli.main(["--task", "traversal", "--steps", "2", "--out",
+                         str(out)] + TINY) == 0
+  before = (out / "settings.json").read_text()
+  rate = json.loads(before)["settings"]["optimizer"]["learning_rate"]
+  assert rate != 0.5
+  capsys.readouterr()
+  # The checkpoint refuses a new learning rate unless it is allowed; the
+  # refused value must not stay in settings.json for the next --resume.
+  with pytest.raises(SystemExit) as exit_info:
+    graph_cli.main(["--out", str(out), "--resume", "--steps", "4",
+                    "--learning-rate", "0.5", "--no-progress"])
+  assert exit_info.value.code == 2
+  assert "learning_rate" in capsys.readouterr().err
+  assert (out / "settings.json").read_text() == before
+  assert graph_cli.main(["--out", str(out), "--resume", "--steps", "4",
+                         "--allow-change", "learning_rate",
+                         "--learning-rate", "0.5", "--no-progress"]) == 0
+  (change,) = [m for m in graph_eval.read_metrics(out)
+               if m["kind"] == "change"]
+  assert change["step"] == 2 and change["changed"] == [
+      f"optimizer.learning_rate: saved {rate!r}, now 0.5"]
+  saved = json.loads((out / "settings.json").read_text())
+  assert saved["settings"]["optimizer"]["learning_rate"] == 0.5
+  with pytest.raises(SystemExit):
+    graph_cli.main(["--task", "traversal", "--out", str(tmp_path / "new"),
+                    "--allow-change", "learning_rate"] + TINY)
+  assert "--allow-change applies to --resume" in capsys.readouterr().err
+  assert not (tmp_path / "new").exists()
+
+
 def test_eval_command_writes_its_table(tmp_path, capsys):
   out = tmp_path / "run"
   graph_cli.main(["--task", "inference", "--steps", "2", "--out", str(out)]

@@ -2,9 +2,10 @@
 
     python -m benchmarks.babi_speed                      # dnc1, batch 16
     python -m benchmarks.babi_speed --batch-sizes 16,32,64 --backends auto,xla
+    python -m benchmarks.babi_speed --link-sparsities 0,8  # dense, sparse K=8
 
 The bAbI loop trains on batches of stories padded to a few bucket lengths
-(``experiments.babi_task.BUCKETS``), one bucket per batch, drawn in
+(``experiments.tasks.babi.BUCKETS``), one bucket per batch, drawn in
 proportion to how many stories fall in each. This benchmark reads the
 story lengths from the training files (``--data-dir``), times one training
 step (forward, gradient, clipping, RMSProp with momentum: the ``dnc1``
@@ -40,7 +41,7 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "babi" / "en-10k"
 def bucket_shares(data_dir: pathlib.Path) -> Dict[str, object]:
   """Story-length buckets of the training files and each one's share."""
   from experiments.babi_data import parse_file, task_files
-  from experiments.babi_task import BUCKETS, bucket_of
+  from experiments.tasks.babi import BUCKETS, bucket_of
 
   counts: Dict[int, int] = {}
   words = set()
@@ -69,7 +70,8 @@ def measure(config: Dict) -> Dict:
   model_config = DNCConfig(
       output_size=vocab, input_size=vocab, memory_size=256, word_size=64,
       num_reads=4, hidden_size=256, controller_grad_clip=10.0,
-      memory_backend=config["backend"])
+      memory_backend=config["backend"],
+      link_sparsity=config.get("link_sparsity") or None)
 
   def forward(tokens):
     core = DNC(model_config)
@@ -143,6 +145,9 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument("--batch-sizes", default="16")
   parser.add_argument("--backends", default="auto")
   parser.add_argument("--remat-chunk", type=int, default=None)
+  parser.add_argument("--link-sparsities", default="0",
+                      help="comma-separated sparse-link K (0: the exact "
+                      "dense link, the dnc1 preset's)")
   parser.add_argument("--min-share", type=float, default=0.01,
                       help="time buckets holding at least this share")
   parser.add_argument("--steps", type=int, default=5)
@@ -165,34 +170,39 @@ def main(argv: Optional[List[str]] = None) -> int:
         + f"; coverage {100 * sum(shares[b] for b in buckets):.1f}%",
         flush=True)
   rows = []
-  print("| backend | batch | stories/s | seq-steps/s | s per batch | "
-        "per bucket (s) |\n|---|---|---|---|---|---|", flush=True)
-  for backend in args.backends.split(","):
-    for batch in [int(b) for b in args.batch_sizes.split(",")]:
-      config = dict(backend=backend, batch_size=batch,
-                    vocab_size=data["vocab_size"], buckets=buckets,
-                    remat_chunk=args.remat_chunk, steps=args.steps,
-                    warmup=args.warmup)
-      try:
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.babi_speed", "--single",
-             json.dumps(config)], capture_output=True, text=True,
-            timeout=args.timeout, cwd=REPO)
-        if done.returncode != 0:
-          raise RuntimeError(done.stderr.strip().splitlines()[-1])
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-      except (RuntimeError, subprocess.TimeoutExpired) as error:
-        print(f"| {backend} | {batch} | error: {error} | | | |", flush=True)
-        continue
-      seconds = {int(b): s for b, s in result["seconds"].items()}
-      row = dict(config, **combine(shares, seconds, batch), seconds=seconds)
-      rows.append(row)
-      per_bucket = ", ".join(f"{b}: {s:.2f}" for b, s in seconds.items())
-      print(f"| {backend} | {batch} | {row['stories_per_s']:.1f} | "
-            f"{row['seq_steps_per_s']:,.0f} | "
-            f"{row['seconds_per_batch']:.2f} | {per_bucket} |", flush=True)
-      if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(rows, indent=2))
+  print("| backend | link | batch | stories/s | seq-steps/s | s per batch "
+        "| per bucket (s) |\n|---|---|---|---|---|---|---|", flush=True)
+  grid = [(backend, int(k), int(b))
+          for backend in args.backends.split(",")
+          for k in args.link_sparsities.split(",")
+          for b in args.batch_sizes.split(",")]
+  for backend, sparsity, batch in grid:
+    link = f"sparse K={sparsity}" if sparsity else "dense"
+    config = dict(backend=backend, batch_size=batch,
+                  vocab_size=data["vocab_size"], buckets=buckets,
+                  remat_chunk=args.remat_chunk, steps=args.steps,
+                  warmup=args.warmup, link_sparsity=sparsity)
+    try:
+      done = subprocess.run(
+          [sys.executable, "-m", "benchmarks.babi_speed", "--single",
+           json.dumps(config)], capture_output=True, text=True,
+          timeout=args.timeout, cwd=REPO)
+      if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1])
+      result = json.loads(done.stdout.strip().splitlines()[-1])
+    except (RuntimeError, subprocess.TimeoutExpired) as error:
+      print(f"| {backend} | {link} | {batch} | error: {error} | | | |",
+            flush=True)
+      continue
+    seconds = {int(b): s for b, s in result["seconds"].items()}
+    row = dict(config, **combine(shares, seconds, batch), seconds=seconds)
+    rows.append(row)
+    per_bucket = ", ".join(f"{b}: {s:.2f}" for b, s in seconds.items())
+    print(f"| {backend} | {link} | {batch} | {row['stories_per_s']:.1f} | "
+          f"{row['seq_steps_per_s']:,.0f} | "
+          f"{row['seconds_per_batch']:.2f} | {per_bucket} |", flush=True)
+    if args.json:
+      pathlib.Path(args.json).write_text(json.dumps(rows, indent=2))
   return 0
 
 

@@ -11,7 +11,8 @@ For a bAbI run the defaults are the mean validation error and the number
 of failed tasks, as issue reports and the paper tabulate them. For a
 sweep (``dnc-train --seeds S``) each member's curve is drawn thin, with the
 mean over members and a ± 1 s.d. band (at the steps every member was
-evaluated); ``--member M`` draws member ``M`` alone.
+evaluated); ``--member M`` draws member ``M`` alone. A setting changed on
+resume (``--allow-change``) is a dashed line labelled with its new value.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ BABI_METRICS = ("valid/mean_error", "valid/failed_tasks")
 
 def read_evaluations(run: pathlib.Path) -> List[Dict]:
   """The evaluation records of ``run/metrics.jsonl``, in order."""
+  return read_records(run, "eval")
+
+
+def read_records(run: pathlib.Path, kind: str) -> List[Dict]:
+  """The records of ``run/metrics.jsonl`` of this ``kind``, in order."""
   path = run / "metrics.jsonl"
   if not path.is_file():
     raise FileNotFoundError(f"{run} has no metrics.jsonl")
@@ -37,9 +43,27 @@ def read_evaluations(run: pathlib.Path) -> List[Dict]:
       record = json.loads(line)
     except json.JSONDecodeError as error:
       raise ValueError(f"{path}:{number}: not JSON ({error})") from None
-    if record.get("kind") == "eval":
+    if record.get("kind") == kind:
       records.append(record)
   return records
+
+
+def change_marks(changes: Sequence[Dict], batch_size: Optional[int]
+                 ) -> List[Tuple[float, str]]:
+  """``(examples seen, label)`` for each setting a resumed run changed
+  (``--allow-change``: its ``change`` lines), e.g. ``learning_rate 0.0003``.
+  """
+  marks = []
+  for record in changes:
+    x = float(record["step"]) * (batch_size or 1)
+    labels = []
+    for text in record.get("changed", []):
+      # "optimizer.learning_rate: saved 0.0001, now 0.0003"
+      field, _, values = text.partition(":")
+      new_value = values.rsplit("now", 1)[-1].strip()
+      labels.append(f"{field.split('.')[-1]} {new_value}")
+    marks.append((x, ", ".join(labels)))
+  return marks
 
 
 def batch_size_of(run: pathlib.Path) -> Optional[int]:
@@ -166,6 +190,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
   batch = args.batch_size or batch_size_of(run)
+  marks = change_marks(read_records(run, "change"), batch)
   figure, axes = plt.subplots(len(metrics), 1, figsize=(6, 2.6 * len(metrics)),
                               squeeze=False)
   for axis, metric in zip(axes[:, 0], metrics):
@@ -183,6 +208,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
       xs, ys = curve(records, metric, batch)
       axis.plot(xs, ys, marker="o")
+    for x, label in marks:
+      axis.axvline(x, color="black", linestyle="--", linewidth=0.8)
+      axis.annotate(label, (x, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(3, -3), textcoords="offset points",
+                    va="top", fontsize="x-small")
     axis.set_ylabel(metric)
     axis.grid(alpha=0.3)
   axes[-1, 0].set_xlabel("examples seen" if batch or any(

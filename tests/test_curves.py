@@ -73,3 +73,22 @@ def test_a_sweep_draws_each_member_with_the_mean_and_sd(tmp_path, capsys):
   with pytest.raises(SystemExit):
     curves.main(["--run", str(run), "--member", "5"])
   assert "logs members [0, 1]" in capsys.readouterr().err
+
+
+def test_a_setting_changed_on_resume_is_marked_where_it_took_effect(
+    tmp_path):
+  run = _run(tmp_path, [
+      {"kind": "eval", "step": 10, "valid/mean_error": 40.0,
+       "valid/failed_tasks": 12.0},
+      {"kind": "change", "step": 15, "changed": [
+          "optimizer.learning_rate: saved 0.0001, now 0.0003",
+          "optimizer.max_grad_norm: saved 50.0, now 10.0"]},
+      {"kind": "eval", "step": 20, "valid/mean_error": 30.0,
+       "valid/failed_tasks": 10.0}],
+      settings={"loop": {"batch_size": 4}})
+  changes = curves.read_records(run, "change")
+  assert curves.change_marks(changes, 4) == [
+      (60.0, "learning_rate 0.0003, max_grad_norm 10.0")]
+  assert [r["step"] for r in curves.read_evaluations(run)] == [10, 20]
+  assert curves.main(["--run", str(run)]) == 0
+  assert (run / "learning-curve.png").read_bytes()[:4] == b"\x89PNG"

@@ -159,9 +159,8 @@ if (( GRAPH_SECONDS > 0 )); then
   graph $(( GRAPH_SECONDS - (SECONDS - graph_start) )) inference \
     "$GRAPH_RUN" "${init[@]}"
   python3 -c "import sys; from experiments import graph_cli as g
-g.export_params(g.load_run(sys.argv[1]), sys.argv[2])" "$GRAPH_RUN" \
-    /tmp/graph-pack && cp "$GRAPH_RUN"/metrics.jsonl \
-    "$GRAPH_RUN"/settings.json /tmp/graph-pack/ \
+g.package_run(sys.argv[1], sys.argv[2], resume=False)" "$GRAPH_RUN" \
+    /tmp/graph-pack \
     && tar -czf "$OUT/graph-inference.tar.gz" -C /tmp/graph-pack .
 fi
 

@@ -368,11 +368,13 @@ def export_params(run: LoadedRun, out_dir) -> pathlib.Path:
   return out / "params.npz"
 
 
-def package_run(run_dir, dest) -> pathlib.Path:
+def package_run(run_dir, dest, resume: bool = True) -> pathlib.Path:
   """A small committed copy of a run: parameters only (``params.npz``,
-  ``run.json``), its metrics, settings and summary, and under ``resume/``
-  the latest full checkpoint (parameters, optimiser, curriculum) with the
-  settings, so ``dnc-graph-train --out DEST/resume --resume`` continues."""
+  ``run.json``), its metrics, settings and summary, and with ``resume``,
+  under ``resume/``, the latest full checkpoint (parameters, optimiser,
+  curriculum) with the settings, so ``dnc-graph-train --out DEST/resume
+  --resume`` continues (``resume=False``: a paper-size run whose optimiser
+  state is too big to carry; ``--init-from DEST`` starts from it)."""
   import shutil  # pylint: disable=g-import-not-at-top
   run_dir, dest = pathlib.Path(run_dir), pathlib.Path(dest)
   run = load_run(run_dir)
@@ -380,15 +382,17 @@ def package_run(run_dir, dest) -> pathlib.Path:
   for name in ("metrics.jsonl", "settings.json", "summary.json"):
     if (run_dir / name).is_file():
       shutil.copy(run_dir / name, dest / name)
-  resume = dest / "resume"
-  if resume.exists():
-    shutil.rmtree(resume)
-  (resume / "checkpoints").mkdir(parents=True)
+  if not resume:
+    return dest
+  resume_dir = dest / "resume"
+  if resume_dir.exists():
+    shutil.rmtree(resume_dir)
+  (resume_dir / "checkpoints").mkdir(parents=True)
   shutil.copytree(run_dir / "checkpoints" / str(run.step),
-                  resume / "checkpoints" / str(run.step))
+                  resume_dir / "checkpoints" / str(run.step))
   for name in ("settings.json", "metrics.jsonl"):
     if (run_dir / name).is_file():
-      shutil.copy(run_dir / name, resume / name)
+      shutil.copy(run_dir / name, resume_dir / name)
   return dest
 
 

@@ -187,6 +187,13 @@ def test_eval_command_writes_its_table(tmp_path, capsys):
   assert graph_cli.main(["--out", str(copy / "resume"), "--resume",
                          "--steps", "3", "--no-progress"]) == 0
   assert graph_cli.load_run(copy / "resume").step == 3
+  # Parameters only (the GPU script's paper-size copy): no resume state,
+  # and a new run starts from it.
+  params_only = graph_cli.package_run(out, tmp_path / "params-only",
+                                      resume=False)
+  assert not (params_only / "resume").exists()
+  assert (params_only / "metrics.jsonl").is_file()
+  assert graph_cli.load_run(params_only).step == graph_cli.load_run(out).step
 
 
 def test_underground_traversal_and_round_scoring(tmp_path):

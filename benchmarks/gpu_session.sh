@@ -18,8 +18,8 @@
 #   5. Mini-SHRDLU at the paper's network sizes (2 x 250 controller, memory
 #      32 x 100) at entropy cost SHRDLU_ENTROPY and SHRDLU_BATCH episodes a
 #      step, for SHRDLU_SECONDS (0 by default: the first call has no time
-#      left for it; a second call with the other parts at 0 gives it the
-#      rest), resumed from checkpoints/shrdlu-paper when a previous call
+#      left for it; a second call with the other parts at 0 gives it
+#      about 450 s), resumed from checkpoints/shrdlu-paper when a previous call
 #      left it; its newest resume state and metrics are packed.
 # Each part is cut at its deadline and keeps what it finished; a part
 # given 0 seconds is skipped. See
@@ -116,7 +116,9 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader \
 python3 -c "import jax, haiku; print('jax', jax.__version__, jax.devices())" \
   || exit 1
 
-mkdir -p /tmp/babi && tar -xzf .gpu/babi-en10k.tar.gz -C /tmp/babi || exit 1
+if (( BABI_SECONDS > 0 )); then
+  mkdir -p /tmp/babi && tar -xzf .gpu/babi-en10k.tar.gz -C /tmp/babi || exit 1
+fi
 # --continue (a second call on the still-warm machine, which kept $RUN):
 # resume from where the first call stopped, bAbI only.
 continuing=false
@@ -221,13 +223,16 @@ if (( SHRDLU_SECONDS > 0 )); then
   rm -rf "$SHRDLU_RUN" && mkdir -p runs
   if [[ -d "$SHRDLU_KEEP/checkpoints" ]]; then
     cp -r "$SHRDLU_KEEP" "$SHRDLU_RUN"
-    flags=(--out "$SHRDLU_RUN" --resume)
+    flags=(--out "$SHRDLU_RUN" --resume --allow-change learning_rate
+           --learning-rate "$SHRDLU_LR")
   else
     flags=(--preset paper --out "$SHRDLU_RUN" --batch-size "$SHRDLU_BATCH"
            --entropy-cost "$SHRDLU_ENTROPY" --learning-rate "$SHRDLU_LR"
            --eval-every 50 --checkpoint-every 200)
   fi
-  timeout -s TERM "$SHRDLU_SECONDS" python3 -m experiments.shrdlu.train \
+  # -k: a run that does not stop within 30 s of the TERM is killed, so the
+  # archive below is still made inside the device tool's limit.
+  timeout -k 30 -s TERM "$SHRDLU_SECONDS" python3 -m experiments.shrdlu.train \
     "${flags[@]}" --no-progress > "$OUT/shrdlu.log" 2>&1
   echo "shrdlu: exit status $? (124: stopped at the deadline)"
   tail -3 "$OUT/shrdlu.log"

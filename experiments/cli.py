@@ -132,7 +132,7 @@ def build_parser(prog: str = "dnc-train", task: Optional[str] = None
 
 
 def add_allow_change_flag(parser: argparse.ArgumentParser):
-  """``--allow-change FIELD`` (repeatable): see :func:`may_change`."""
+  """``--allow-change FIELD`` (repeatable): see :func:`allowed_changes`."""
   parser.add_argument(
       "--allow-change", action="append", default=[], metavar="FIELD",
       choices=[f.split(".", 1)[1] for f in CHANGEABLE_ON_RESUME],
@@ -142,7 +142,7 @@ def add_allow_change_flag(parser: argparse.ArgumentParser):
       "is logged in metrics.jsonl; repeatable")
 
 
-def may_change(args) -> List[str]:
+def allowed_changes(args) -> List[str]:
   """The trainer's ``may_change`` from ``--allow-change``; ValueError
   without ``--resume``."""
   fields = [f"optimizer.{field}" for field in args.allow_change]
@@ -571,7 +571,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "dnc-train",
              "settings": settings}
     previous = (saved_settings(out) if args.resume and out.is_dir()
                 else None)
-    changeable = may_change(args)
+    changeable = allowed_changes(args)
     # Several processes train through the sweep's mesh (one member or more).
     if sweep.is_sweep(args, previous) or jax.process_count() > 1:
       sweep.check_task(task_name)

@@ -32,7 +32,7 @@ from dnc_jax import DNCConfig
 from experiments import flags as flag_gen
 # The same flag help and --link-sparsity 0 reading as dnc-train's.
 from experiments.cli import (_OPTIMIZER_HELP, _no_link,
-                             add_allow_change_flag, may_change)
+                             add_allow_change_flag, allowed_changes)
 from experiments.checkpoints import Checkpointer, CheckpointError
 from experiments.loop import (LoopConfig, OptimizerConfig, load_params,
                               make_run_folder, train, TrainingDiverged)
@@ -470,7 +470,7 @@ def main(argv: Optional[List[str]] = None,
              "settings": settings}
     summary = run(settings, task_name, out, resume=args.resume,
                   progress=not args.no_progress, save_settings=saved,
-                  may_change=may_change(args))
+                  may_change=allowed_changes(args))
   except (ValueError, TypeError, KeyError, FileNotFoundError,
           CheckpointError) as error:
     message = error.args[0] if isinstance(error, KeyError) else error

@@ -580,9 +580,15 @@ def run_babi_sweep(settings: Dict[str, Any], out_dir,
   record = dict(parts.record, loop=dataclasses.asdict(loop_config),
                 sweep=sweep_spec)
   out = pathlib.Path(out_dir)
-  if jax.process_index() == 0:
-    make_run_folder(out)
-    parts.vocab.save(out / "vocab.json")
+
+  def start():
+    # Like settings.json: written once the checkpoint accepts the run, so
+    # a refused resume keeps the vocabulary its checkpoints were built on.
+    if jax.process_index() == 0:
+      parts.vocab.save(out / "vocab.json")
+    if on_start is not None:
+      on_start()
+
   make_evaluate = None
   if evaluate and parts.task.valid:
     predict = parts.model.apply  # One object: the task compiles it once.
@@ -598,7 +604,7 @@ def run_babi_sweep(settings: Dict[str, Any], out_dir,
                      resume=resume, stop_after=stop_after,
                      model_devices=model_devices, progress=progress,
                      members_per_step=auto_members_per_step(
-                         settings["model"]), on_start=on_start)
+                         settings["model"]), on_start=start)
 
 
 def run_sweep(settings: Dict[str, Any], task_name: str, out_dir,

@@ -179,3 +179,22 @@ def test_closed_loop_tasks_are_refused_naming_the_task(task, tmp_path,
                           str(tmp_path / "r")])
   assert f"task {task!r} is not supported" in capsys.readouterr().err
   assert not (tmp_path / "r").exists()
+
+
+def test_a_refused_sweep_resume_keeps_its_settings_and_vocabulary(
+    runs, tmp_path, capsys):
+  """--tasks 1 draws another vocabulary; the checkpoint refuses it, and the
+  run folder keeps the settings and words its checkpoints were built on."""
+  import shutil
+  root, data = runs
+  run = tmp_path / "sweep"
+  shutil.copytree(root / "sweep", run)
+  before = {name: (run / name).read_text()
+            for name in ("settings.json", "vocab.json")}
+  with pytest.raises(SystemExit) as exit_info:
+    cli.babi_main(["--data-dir", str(data), *SMALL, "--tasks", "1",
+                   "--steps", "4", "--out", str(run), "--resume"])
+  assert exit_info.value.code == 2
+  assert "belongs to a different run" in capsys.readouterr().err
+  for name, text in before.items():
+    assert (run / name).read_text() == text, name

@@ -481,9 +481,14 @@ def _check_record(checkpointer: Checkpointer, record: Dict[str, Any],
   allowed = [d for d in differences if d.split(":")[0] in may_change]
   refused = [d for d in differences if d not in allowed]
   if refused:
+    fields = [d.split(":")[0] for d in refused]
+    hint = ""
+    if all(field in CHANGEABLE_ON_RESUME for field in fields):
+      hint = " (to go on at the new value: {})".format(" ".join(
+          f"--allow-change {field.split('.', 1)[1]}" for field in fields))
     raise CheckpointError(
-        "the checkpoint in {} belongs to a different run: {}".format(
-            checkpointer.directory, "; ".join(refused)))
+        "the checkpoint in {} belongs to a different run: {}{}".format(
+            checkpointer.directory, "; ".join(refused), hint))
   return allowed
 
 

@@ -361,6 +361,7 @@ def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, capsys):
   assert exit_info.value.code == 2
   err = capsys.readouterr().err
   assert "belongs to a different run" in err and "learning_rate" in err
+  assert "(to go on at the new value: --allow-change learning_rate)" in err
   assert (out / "settings.json").read_text() == before
   assert cli.main(["--out", str(out), "--resume", "--steps", "3"]) == 0
   assert "resumed from step 2" in capsys.readouterr().out
@@ -407,7 +408,9 @@ def test_allow_change_lets_a_resumed_run_take_a_new_learning_rate(tmp_path,
   with pytest.raises(SystemExit):
     cli.main(["--out", str(out), "--resume", "--steps", "5",
               "--allow-change", "learning_rate", "--max-grad-norm", "3"])
-  assert "max_grad_norm: saved" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "max_grad_norm: saved" in err
+  assert "--allow-change max_grad_norm" in err
   with pytest.raises(SystemExit):
     cli.main(TINY + ["--out", str(tmp_path / "new"), "--allow-change",
                      "learning_rate"])

@@ -374,7 +374,7 @@ def run(settings: Dict[str, Any], task_name: str, out_dir, *,
                out_dir=out_dir, run_record=record, evaluate=evaluate,
                resume=resume, progress=progress, stop_after=stop_after,
                model=model, may_change=may_change,
-               on_start=_settings_writer(out_dir, save_settings))
+               on_start=settings_writer(out_dir, save_settings))
 
 
 # --- Mini-SHRDLU. ---------------------------------------------------------
@@ -403,7 +403,7 @@ def run_shrdlu(settings: Dict[str, Any], out_dir, *, resume: bool = False,
                out_dir=out_dir, run_record=record, resume=resume,
                progress=progress, stop_after=stop_after, model=model,
                may_change=may_change,
-               on_start=_settings_writer(out_dir, save_settings))
+               on_start=settings_writer(out_dir, save_settings))
 
 
 # --- bAbI. ----------------------------------------------------------------
@@ -487,7 +487,7 @@ def run_babi(settings: Dict[str, Any], out_dir, *, resume: bool = False,
   """Trains on bAbI jointly; ``settings`` as a bAbI preset holds them."""
   parts = babi_parts(settings, preset)
   out = pathlib.Path(out_dir)
-  write_settings = _settings_writer(out, save_settings)
+  write_settings = settings_writer(out, save_settings)
 
   def on_start():
     write_settings()
@@ -500,7 +500,7 @@ def run_babi(settings: Dict[str, Any], out_dir, *, resume: bool = False,
                model=parts.model, may_change=may_change, on_start=on_start)
 
 
-def _settings_writer(out_dir, saved: Optional[Dict[str, Any]]
+def settings_writer(out_dir, saved: Optional[Dict[str, Any]]
                      ) -> Callable[[], None]:
   """The trainer's ``on_start``: writes ``saved`` to ``settings.json``.
 
@@ -583,7 +583,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "dnc-train",
       summary = sweep.run_sweep(
           settings, task_name, out, saved["sweep"], resume=args.resume,
           progress=not args.no_progress, model_devices=args.mesh_model,
-          on_start=(_settings_writer(out, saved)
+          on_start=(settings_writer(out, saved)
                     if jax.process_index() == 0 else None), **extra)
       summary = {k: summary[k] for k in ("step", "stopped", "train", "eval",
                                          "mesh", "processes")}

@@ -32,7 +32,8 @@ from dnc_jax import DNCConfig
 from experiments import flags as flag_gen
 # The same flag help and --link-sparsity 0 reading as dnc-train's.
 from experiments.cli import (_OPTIMIZER_HELP, _no_link,
-                             add_allow_change_flag, allowed_changes)
+                             add_allow_change_flag, allowed_changes,
+                             settings_writer)
 from experiments.checkpoints import Checkpointer, CheckpointError
 from experiments.loop import (LoopConfig, OptimizerConfig, load_params,
                               make_run_folder, train, TrainingDiverged)
@@ -175,17 +176,12 @@ def run(settings: Dict[str, Any], task_name: str, out_dir, *,
             "loop": dataclasses.asdict(loop_config)}
   if source:
     record["init_from"] = source
-
-  def write_settings():
-    make_run_folder(out)
-    if save_settings is not None:
-      (out / SETTINGS_FILE).write_text(json.dumps(save_settings, indent=2))
-
   return train(init_fn=init_fn, apply_fn=model.apply, task=task,
                optimizer_config=optimizer_config, loop_config=loop_config,
                out_dir=out, run_record=record, resume=resume,
                progress=progress, stop_after=stop_after, model=model,
-               may_change=may_change, on_start=write_settings)
+               may_change=may_change,
+               on_start=settings_writer(out, save_settings))
 
 
 def _has_checkpoint(out: pathlib.Path) -> bool:

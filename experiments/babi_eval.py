@@ -99,9 +99,10 @@ def beside_table(tables: List[dict], split: str) -> str:
                  f"{babi_task.PAPER_DNC1_MEAN.get(task, float('nan')):.1f} |")
   lines.append("| **mean** | " + " | ".join(
       f"**{t['mean_error']:.1f}**" for t in tables)
-               + f" | {babi_task.PAPER_DNC1_MEAN_ERROR} |")
+               + f" | {babi_task.PAPER_DNC1_MEAN_CELL} |")
   lines.append(f"| **failed (> {babi_task.FAILED_ABOVE:g}%)** | " + " | ".join(
-      f"**{t['failed_tasks']}**" for t in tables) + " | 11.2 |")
+      f"**{t['failed_tasks']}**" for t in tables)
+               + f" | {babi_task.PAPER_DNC1_FAILED_CELL} |")
   return "\n".join(lines)
 
 

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.bit_tasks import (Copy, DynamicAllocationCopy, RepeatCopy,
+from experiments.tasks.bit import (Copy, DynamicAllocationCopy, RepeatCopy,
                                    bit_metrics, sigmoid_cross_entropy)
 
 

@@ -219,6 +219,63 @@ def test_inference_episode_follows_the_fixed_relation():
                                            encoding.TERMINATION]
 
 
+def test_last_label_ambiguous_against_brute_force():
+  rng = np.random.default_rng(11)
+  for _ in range(30):
+    graph = generate.random_graph(rng, (3, 8), (2, 4), edge_labels="digits")
+    sequences = rng.integers(0, 10, (25, 3))
+    expect = [len({int(d) for _, l, d in graph.edges if l == seq[-1]}) > 1
+              for seq in sequences]
+    assert generate.last_label_ambiguous(graph, sequences).tolist() == expect
+
+
+def _query_rounds(batch, b, relations):
+  """``(last-label ambiguous?, right end?)`` of each query of episode b,
+  from its decoded inputs and targets alone."""
+  phases = decode_episode(batch, b)
+  edges = [x for x, _, _ in phases[0]]
+  links = {(s, e): d for s, e, d in edges}
+  rounds = []
+  for query, answer in zip(phases[1::3], phases[3::3]):
+    (start, relation, _), = [x for x, _, _ in query]
+    node = start
+    for label in relations[relation]:
+      node = links[(node, label)]
+    ends = {d for _, e, d in edges if e == relations[relation][-1]}
+    rounds.append((len(ends) > 1, answer[0][2] == (start, relation, node)))
+  return rounds
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0])
+def test_inference_ambiguous_fraction_draws_queries_the_last_label_misses(
+    fraction):
+  relations = generate.relation_table()
+  lesson = Lesson((3, 3), (2, 2), (2, 2), 3)  # inference lesson 1
+  task = tasks.Inference(lesson, ambiguous_fraction=fraction)
+  batch = task.sample(np.random.default_rng(3), 40)
+  rounds = [r for b in range(40) for r in _query_rounds(batch, b, relations)]
+  assert all(right for _, right in rounds)
+  share = np.mean([ambiguous for ambiguous, _ in rounds])
+  if fraction:
+    assert share == 1.0
+  else:  # The lesson's own queries: about a third defeat the shortcut.
+    assert 0.15 < share < 0.6
+
+
+def test_inference_evaluation_draws_the_lessons_own_queries():
+  lesson = Lesson((3, 3), (2, 2), (2, 2), 3)
+  plain, skewed = tasks.Inference(lesson), tasks.Inference(
+      lesson, ambiguous_fraction=1.0)
+  own = plain.sample(np.random.default_rng(5), 6)
+  evaluated = skewed.evaluation_sample(np.random.default_rng(5), 6)
+  trained = skewed.sample(np.random.default_rng(5), 6)
+  assert np.array_equal(own.inputs, evaluated.inputs)
+  assert np.array_equal(own.targets, evaluated.targets)
+  assert not np.array_equal(own.inputs, trained.inputs)
+  with pytest.raises(ValueError, match="ambiguous_fraction must be in"):
+    tasks.Inference(lesson, ambiguous_fraction=1.5)
+
+
 def test_shortest_path_targets_are_bfs_shortest_paths():
   task = tasks.ShortestPath(Lesson((5, 12), (1, 3), (2, 4)))
   batch = task.sample(np.random.default_rng(7), 16, beta=1.0)

@@ -273,6 +273,21 @@ def follow_all(graph: Graph, sequences: np.ndarray,
   return node
 
 
+def last_label_ambiguous(graph: Graph, sequences: np.ndarray) -> np.ndarray:
+  """``[S]`` bool: whether the edges labelled like the last edge of each
+  sequence lead to more than one node.
+
+  Where they lead to a single node, that node is the end of every walk of
+  the sequence, from any start: the answer needs no walking.
+
+  Args:
+    sequences: ``[S, L]`` edge labels in 0-9.
+  """
+  leads_to = np.zeros((10, graph.num_nodes), bool)
+  leads_to[graph.edges[:, 1], graph.edges[:, 2]] = True
+  return leads_to.sum(1)[np.asarray(sequences)[:, -1]] > 1
+
+
 def stuck_transition(graph: Graph) -> np.ndarray:
   """``[N + 1, 10]`` transition table whose last row (index -1) is all -1."""
   return np.concatenate([graph.transition(10),

@@ -209,6 +209,11 @@ class GraphTask:
       self.episode(rng).write(batch, b)
     return batch
 
+  def evaluation_sample(self, rng: np.random.Generator,
+                        batch_size: int) -> GraphBatch:
+    """A batch of the lesson's own distribution, whatever training draws."""
+    return self.sample(rng, batch_size)
+
   def loss(self, logits: jax.Array, batch) -> jax.Array:
     """Nine-digit cross-entropy summed on answer steps, mean over batch."""
     return encoding.digit_loss(logits, batch.targets, batch.mask)
@@ -235,7 +240,7 @@ class GraphTask:
     done = 0
     while done < num_episodes:
       size = min(batch_size, num_episodes - done)
-      batch = self.sample(rng, size)
+      batch = self.evaluation_sample(rng, size)
       logits = predict(batch.inputs)
       right += int(np.sum(encoding.episode_correct(logits, batch.targets,
                                                    batch.mask)))
@@ -300,12 +305,24 @@ class Inference(GraphTask):
     lesson: the lesson (``length`` = relation length, 2-5).
     relations: ``{label: edge-label sequence}``; the fixed global table
       (``generate.relation_table()``) by default.
+    ambiguous_fraction: training only, not the paper's: the probability
+      that a query is drawn among those whose relation's last edge label
+      alone does not give the answer (``generate.last_label_ambiguous``),
+      instead of among all. A network can answer the others by finding
+      the one edge carrying that label, without following the relation;
+      raising their share makes that shortcut pay less. Evaluation
+      (:meth:`evaluation_sample`) always draws the lesson's own queries.
   """
 
   name = "inference"
 
-  def __init__(self, lesson, pad_to=None, relations=None):
+  def __init__(self, lesson, pad_to=None, relations=None,
+               ambiguous_fraction: float = 0.0):
     super().__init__(lesson, pad_to)
+    if not 0 <= ambiguous_fraction <= 1:
+      raise ValueError(f"ambiguous_fraction must be in [0, 1], got "
+                       f"{ambiguous_fraction}")
+    self.ambiguous_fraction = float(ambiguous_fraction)
     self.relations = relations or generate.relation_table()
     lengths = {len(s) for s in self.relations.values()}
     for length in range(lesson.length[0], lesson.length[1] + 1):
@@ -323,8 +340,23 @@ class Inference(GraphTask):
     return self.lesson.max_edges + self.lesson.queries * (
         1 + PLANNING_STEPS + 2)
 
-  def episode(self, rng):
+  def sample(self, rng: np.random.Generator, batch_size: int,
+             ambiguous_fraction: Optional[float] = None) -> GraphBatch:
+    """A batch; ``ambiguous_fraction`` overrides the task's."""
+    fraction = (self.ambiguous_fraction if ambiguous_fraction is None
+                else ambiguous_fraction)
+    batch = _empty(self.max_time, batch_size)
+    for b in range(batch_size):
+      self.episode(rng, fraction).write(batch, b)
+    return batch
+
+  def evaluation_sample(self, rng, batch_size):
+    return self.sample(rng, batch_size, ambiguous_fraction=0.0)
+
+  def episode(self, rng, ambiguous_fraction: Optional[float] = None):
     lesson = self.lesson
+    fraction = (self.ambiguous_fraction if ambiguous_fraction is None
+                else ambiguous_fraction)
     while True:
       graph = generate.random_graph(rng, lesson.nodes, lesson.out_degree,
                                     edge_labels="digits")
@@ -334,7 +366,12 @@ class Inference(GraphTask):
         length = int(rng.integers(lesson.length[0], lesson.length[1] + 1))
         labels, seqs = self._by_length[length]
         ends = generate.follow_all(graph, seqs, table)
-        starts, which = np.nonzero(ends >= 0)
+        usable = ends >= 0
+        # No coin is drawn at 0, so the lesson's own episodes keep the
+        # random stream they had before the option existed.
+        if fraction and rng.random() < fraction:
+          usable &= generate.last_label_ambiguous(graph, seqs)[None, :]
+        starts, which = np.nonzero(usable)
         if not len(starts):
           break
         pick = rng.integers(len(starts))

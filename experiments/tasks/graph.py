@@ -26,8 +26,9 @@ KINDS = ("dnc", "lstm")
 PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = presets.PRESETS
 DEFAULT_PRESET = dict(presets.DEFAULT_PRESET)
 
-# Fields of GraphConfig that only shortest path reads.
+# Fields of GraphConfig that only one task reads.
 _SHORTEST_PATH_ONLY = ("beta", "slack")
+_INFERENCE_ONLY = ("ambiguous_fraction",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,10 @@ class GraphConfig:
       mixing); evaluation always uses 0.
     slack: shortest path: a path this many steps longer than the shortest
       still counts as right.
+    ambiguous_fraction: inference, training only (not the paper's): the
+      share of queries drawn among those the relation's last edge label
+      alone cannot answer (``experiments.graphs.tasks.Inference``); 0
+      draws the lesson's own queries. Evaluations always do.
   """
 
   lesson: int = 1
@@ -50,6 +55,7 @@ class GraphConfig:
   eval_batch_size: int = 50
   beta: float = 0.8
   slack: int = 0
+  ambiguous_fraction: float = 0.0
 
   def __post_init__(self):
     if self.eval_episodes is not None and self.eval_episodes < 1:
@@ -62,6 +68,9 @@ class GraphConfig:
       raise ValueError(f"beta must be in [0, 1], got {self.beta}")
     if self.slack < 0:
       raise ValueError(f"slack must be >= 0, got {self.slack}")
+    if not 0 <= self.ambiguous_fraction <= 1:
+      raise ValueError(f"ambiguous_fraction must be in [0, 1], got "
+                       f"{self.ambiguous_fraction}")
 
 
 def check_task(name: str):
@@ -86,6 +95,8 @@ def make_task(name: str, config: GraphConfig = GraphConfig()
   kwargs = {}
   if name == "shortest_path":
     kwargs = dict(beta=config.beta, slack=config.slack)
+  elif name == "inference" and config.ambiguous_fraction:
+    kwargs = dict(ambiguous_fraction=config.ambiguous_fraction)
   return protocol.CurriculumTask(
       name, lesson=config.lesson, schedule=schedule,
       eval_batch_size=config.eval_batch_size, **kwargs)
@@ -96,6 +107,8 @@ def task_fields(name: str):
   fields = {f.name for f in dataclasses.fields(GraphConfig)}
   if name != "shortest_path":
     fields -= set(_SHORTEST_PATH_ONLY)
+  if name != "inference":
+    fields -= set(_INFERENCE_ONLY)
   return fields
 
 

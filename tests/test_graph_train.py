@@ -247,6 +247,9 @@ def test_lstm_baseline_and_closed_loop_shortest_path_train(tmp_path):
                          str(out)] + TINY) == 0
   evals = _evals(out)
   assert evals and 0 <= evals[-1]["valid/accuracy"] <= 1
+  # The DAgger step reports its own gradient norm (the loop used to log 0).
+  train = [m for m in graph_eval.read_metrics(out) if m["kind"] == "train"]
+  assert train and all(m["grad_norm"] > 0 for m in train)
 
 
 @pytest.mark.parametrize("argv, message", [

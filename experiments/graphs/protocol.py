@@ -158,6 +158,7 @@ class CurriculumTask(TaskBase):
           "step_accuracy": jnp.sum(right * mask) / jnp.maximum(
               jnp.sum(mask), 1.0),
           "answer_steps": jnp.sum(mask) / mask.shape[1],
+          "grad_norm": optax.tree.norm(grads),  # before clipping
       }
       return type(state)(params, opt_state), metrics
 

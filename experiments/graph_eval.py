@@ -847,22 +847,25 @@ def plot_main(argv: Optional[List[str]] = None) -> int:
            untrained_run(args.untrained))
     stage_metrics = (stitch_stages(
         [d for d in args.stages.split(",") if d]) if args.stages else None)
-    if run.kind != "dnc":
-      raise ValueError("an LSTM run has no memory to draw")
+    if run.kind != "dnc" and args.lesson:
+      raise ValueError("an LSTM run has no memory to draw (--lesson picks "
+                       "the episode of the memory picture)")
     lesson = args.lesson or int(run.curriculum.get("lesson", 1))
     task = curriculum.Curriculum(run.task_name, lesson).task(pad=False)
     out = pathlib.Path(args.out or args.checkpoint)
     make_run_folder(out)
   except (CheckpointError, ValueError, KeyError) as error:
     parser.exit(2, f"dnc-graph-plot: error: {error}\n")
-  batch = task.sample(np.random.default_rng(args.seed), 1)
-  if run.task_name == "shortest_path":
-    batch = graph_tasks.GraphBatch(batch.inputs, batch.targets, batch.mask)
-  rec = record_episode(run, batch)
-  path = plot_episode(rec, out / f"memory-{run.task_name}-lesson{lesson}.png",
-                      title=f"{run.task_name}, lesson {lesson}, step "
-                      f"{run.step}")
-  print(path)
+  if run.kind == "dnc":
+    batch = task.sample(np.random.default_rng(args.seed), 1)
+    if run.task_name == "shortest_path":
+      batch = graph_tasks.GraphBatch(batch.inputs, batch.targets, batch.mask)
+    rec = record_episode(run, batch)
+    print(plot_episode(
+        rec, out / f"memory-{run.task_name}-lesson{lesson}.png",
+        title=f"{run.task_name}, lesson {lesson}, step {run.step}"))
+  else:
+    print("an LSTM run has no memory to draw: the learning curve only")
   metrics = stage_metrics or read_metrics(
       out if args.checkpoint is None else args.checkpoint)
   if any(m.get("kind") == "eval" for m in metrics):

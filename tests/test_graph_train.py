@@ -242,6 +242,12 @@ def test_lstm_baseline_and_closed_loop_shortest_path_train(tmp_path):
   run = graph_cli.load_run(out)
   assert run.kind == "lstm" and run.model_record == {"hidden_size": 8,
                                                      "num_layers": 1}
+  # An LSTM has no memory to picture, but its learning curve is drawn.
+  assert graph_eval.plot_main(["--checkpoint", str(out)]) == 0
+  assert (out / "learning-curve.png").is_file()
+  assert not list(out.glob("memory-*.png"))
+  with pytest.raises(SystemExit):
+    graph_eval.plot_main(["--checkpoint", str(out), "--lesson", "1"])
   out = tmp_path / "sp"
   assert graph_cli.main(["--task", "shortest_path", "--steps", "2", "--out",
                          str(out)] + TINY) == 0

@@ -308,10 +308,11 @@ class Inference(GraphTask):
     ambiguous_fraction: training only, not the paper's: the probability
       that a query is drawn among those whose relation's last edge label
       alone does not give the answer (``generate.last_label_ambiguous``),
-      instead of among all. A network can answer the others by finding
-      the one edge carrying that label, without following the relation;
-      raising their share makes that shortcut pay less. Evaluation
-      (:meth:`evaluation_sample`) always draws the lesson's own queries.
+      instead of among all (a new graph is drawn if it has none). A
+      network can answer the others by finding the one edge carrying that
+      label, without following the relation; raising their share makes
+      that shortcut pay less. Evaluation (:meth:`evaluation_sample`)
+      always draws the lesson's own queries.
   """
 
   name = "inference"

@@ -308,7 +308,7 @@ def error_rows(ev: Evaluator, rng: np.random.Generator, episodes: int,
   done = 0
   while done < episodes:
     size = min(50, episodes - done)
-    batch = task.sample(rng, size)
+    batch = task.evaluation_sample(rng, size)
     _merge_errors(total, answer_errors(ev.logits(batch.inputs), batch,
                                        group))
     done += size
@@ -363,7 +363,7 @@ def read_rows(run: LoadedRun, rng: np.random.Generator, episodes: int,
   record = jax.jit(recording_dnc(run.dnc_config(memory_size)).apply)
   queries = []
   for size in _chunks(range(episodes), 50):
-    batch = task.sample(rng, len(size))
+    batch = task.evaluation_sample(rng, len(size))
     _, _, states = record(run.params, batch.inputs)
     queries += walk_reads.query_reads(
         states.access_state.read_weights,
@@ -873,6 +873,8 @@ def plot_main(argv: Optional[List[str]] = None) -> int:
     print(plot_curve(metrics, out / "learning-curve.png",
                      title=f"{run.task_name} ({run.kind})",
                      threshold=threshold))
+  else:
+    print("no evaluations in the run's metrics yet: no learning curve")
   return 0
 
 

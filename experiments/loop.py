@@ -37,6 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from experiments.checkpoints import (Checkpointer, CheckpointError,
                                      describe_differences)
+from experiments.tasks.base import global_norm
 
 OPTIMIZERS = ("rmsprop", "adam")
 
@@ -138,10 +139,6 @@ class TrainState(NamedTuple):
   opt_state: Any
 
 
-def _global_norm(tree) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
-
-
 def make_train_step(apply_fn: Callable, task, optimizer,
                     axis_name: Optional[str] = None, *,
                     stochastic: bool = False) -> Callable:
@@ -178,7 +175,7 @@ def make_train_step(apply_fn: Callable, task, optimizer,
     updates, opt_state = optimizer.update(grads, state.opt_state,
                                           state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics["grad_norm"] = _global_norm(grads)
+    metrics["grad_norm"] = global_norm(grads)
     return TrainState(params, opt_state), metrics
 
   return step

@@ -235,7 +235,8 @@ def test_pictures_and_memory_resized_at_test_time(tmp_path):
     graph_eval.plot_curve([], tmp_path / "none.png")
 
 
-def test_lstm_baseline_and_closed_loop_shortest_path_train(tmp_path):
+def test_lstm_baseline_and_closed_loop_shortest_path_train(tmp_path,
+                                                           capsys):
   out = tmp_path / "lstm"
   assert graph_cli.main(["--task", "inference", "--steps", "2", "--out",
                          str(out)] + TINY + ["--preset", "cpu_lstm"]) == 0
@@ -246,8 +247,10 @@ def test_lstm_baseline_and_closed_loop_shortest_path_train(tmp_path):
   assert graph_eval.plot_main(["--checkpoint", str(out)]) == 0
   assert (out / "learning-curve.png").is_file()
   assert not list(out.glob("memory-*.png"))
-  with pytest.raises(SystemExit):
+  with pytest.raises(SystemExit) as refused:
     graph_eval.plot_main(["--checkpoint", str(out), "--lesson", "1"])
+  assert refused.value.code == 2
+  assert "no memory to draw" in capsys.readouterr().err
   out = tmp_path / "sp"
   assert graph_cli.main(["--task", "shortest_path", "--steps", "2", "--out",
                          str(out)] + TINY) == 0
@@ -256,6 +259,31 @@ def test_lstm_baseline_and_closed_loop_shortest_path_train(tmp_path):
   # The DAgger step reports its own gradient norm (the loop used to log 0).
   train = [m for m in graph_eval.read_metrics(out) if m["kind"] == "train"]
   assert train and all(m["grad_norm"] > 0 for m in train)
+
+
+def test_ambiguous_fraction_reaches_training_but_not_evaluation():
+  skewed = graph.make_task("inference",
+                           graph.GraphConfig(ambiguous_fraction=1.0))
+  plain = graph.make_task("inference")
+  assert skewed.curriculum.task().ambiguous_fraction == 1.0
+  rng = lambda: np.random.default_rng(4)
+  assert not np.array_equal(skewed.sample(rng(), 8).inputs,
+                            plain.sample(rng(), 8).inputs)
+  seen = {}
+
+  def recorder(name):
+    def predict(params, inputs):
+      seen.setdefault(name, []).append(np.asarray(inputs))
+      return np.zeros(inputs.shape[:2] + (encoding.OUTPUT_SIZE,), np.float32)
+    return predict
+
+  skewed.sample(rng(), 2)  # the trainer's batch size, for examples_seen
+  plain.sample(rng(), 2)
+  skewed.evaluate(recorder("skewed"), None, step=3)
+  plain.evaluate(recorder("plain"), None, step=3)
+  assert len(seen["skewed"]) == len(seen["plain"]) >= 1
+  for a, b in zip(seen["skewed"], seen["plain"]):
+    np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("argv, message", [

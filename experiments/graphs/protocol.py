@@ -28,7 +28,7 @@ import optax
 from experiments.graphs import dagger
 from experiments.graphs import encoding
 from experiments.graphs.curriculum import Curriculum, Schedule
-from experiments.tasks.base import TaskBase
+from experiments.tasks.base import TaskBase, global_norm
 
 
 class CurriculumTask(TaskBase):
@@ -41,7 +41,8 @@ class CurriculumTask(TaskBase):
     eval_seed: evaluation episodes of step ``s`` come from
       ``default_rng([eval_seed, s])`` (fresh each time, reproducible).
     eval_batch_size: episodes per evaluation forward pass.
-    **task_kwargs: for the task class (``beta``, ``slack``).
+    **task_kwargs: for the task class (``beta``, ``slack``,
+      ``ambiguous_fraction``).
   """
 
   input_size = encoding.INPUT_SIZE
@@ -158,7 +159,7 @@ class CurriculumTask(TaskBase):
           "step_accuracy": jnp.sum(right * mask) / jnp.maximum(
               jnp.sum(mask), 1.0),
           "answer_steps": jnp.sum(mask) / mask.shape[1],
-          "grad_norm": optax.tree.norm(grads),  # before clipping
+          "grad_norm": global_norm(grads),  # before clipping
       }
       return type(state)(params, opt_state), metrics
 

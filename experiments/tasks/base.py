@@ -25,12 +25,18 @@ from typing import (Any, Callable, Dict, NamedTuple, Optional, Protocol,
                     runtime_checkable)
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 # ``apply(params, inputs [T, B, X]) -> outputs [T, B, Y]`` (jit-able).
 ApplyFn = Callable[[Any, Any], jax.Array]
 # ``step(state: TrainState, batch, rng_key) -> (state, {name: scalar})``.
 TrainStep = Callable[[Any, Any, jax.Array], Any]
+
+
+def global_norm(tree) -> jax.Array:
+  """The L2 norm of all of ``tree``'s leaves together (``grad_norm``)."""
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
 class Batch(NamedTuple):

@@ -44,10 +44,12 @@ class GraphConfig:
       mixing); evaluation always uses 0.
     slack: shortest path: a path this many steps longer than the shortest
       still counts as right.
-    ambiguous_fraction: inference, training only (not the paper's): the
-      share of queries drawn among those the relation's last edge label
-      alone cannot answer (``experiments.graphs.tasks.Inference``); 0
-      draws the lesson's own queries. Evaluations always do.
+    ambiguous_fraction: share of training queries that defeat the shortcut.
+      Inference only, not the paper's: the share of training queries drawn among those
+      the relation's last edge label alone cannot answer
+      (``experiments.graphs.tasks.Inference``); 0 draws the lesson's own
+      queries. Evaluations always do. Fixed for a run (refused on
+      ``--resume``).
   """
 
   lesson: int = 1

@@ -35,7 +35,7 @@ from experiments.models import Model
 from experiments.shrdlu import agent
 from experiments.shrdlu import curriculum as curriculum_lib
 from experiments.shrdlu import env
-from experiments.tasks.base import TaskBase
+from experiments.tasks.base import TaskBase, global_norm
 
 EVAL_SEED = 2 ** 31 - 1
 
@@ -183,7 +183,7 @@ class ShrdluTask(TaskBase):
       updates, opt_state = optimizer.update(grads, state.opt_state,
                                             state.params)
       params = optax.apply_updates(state.params, updates)
-      metrics.update(loss=loss, grad_norm=optax.tree.norm(grads))
+      metrics.update(loss=loss, grad_norm=global_norm(grads))
       return state._replace(params=params, opt_state=opt_state), metrics
 
     return step

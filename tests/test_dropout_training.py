@@ -15,9 +15,10 @@ import pytest
 from dnc_jax import DNCConfig
 from experiments import babi_data, cli, tasks
 from experiments.loop import (OptimizerConfig, TrainState, load_params,
-                              make_optimizer, make_train_step, _global_norm)
+                              make_optimizer, make_train_step)
 from experiments.models import babi_model, uses_dropout
 from experiments.tasks import babi
+from experiments.tasks.base import global_norm
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 V, T, B = 9, 6, 3
@@ -116,7 +117,7 @@ def _step_before_dropout(apply_fn, task, optimizer):
     updates, opt_state = optimizer.update(grads, state.opt_state,
                                           state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics["grad_norm"] = _global_norm(grads)
+    metrics["grad_norm"] = global_norm(grads)
     return TrainState(params, opt_state), metrics
 
   return step

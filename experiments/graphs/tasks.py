@@ -203,10 +203,12 @@ class GraphTask:
   def episode(self, rng: np.random.Generator) -> _Episode:
     raise NotImplementedError
 
-  def sample(self, rng: np.random.Generator, batch_size: int) -> GraphBatch:
+  def sample(self, rng: np.random.Generator, batch_size: int,
+             **episode_kwargs) -> GraphBatch:
+    """``batch_size`` episodes; ``episode_kwargs`` go to :meth:`episode`."""
     batch = _empty(self.max_time, batch_size)
     for b in range(batch_size):
-      self.episode(rng).write(batch, b)
+      self.episode(rng, **episode_kwargs).write(batch, b)
     return batch
 
   def evaluation_sample(self, rng: np.random.Generator,
@@ -340,16 +342,6 @@ class Inference(GraphTask):
   def natural_time(self):
     return self.lesson.max_edges + self.lesson.queries * (
         1 + PLANNING_STEPS + 2)
-
-  def sample(self, rng: np.random.Generator, batch_size: int,
-             ambiguous_fraction: Optional[float] = None) -> GraphBatch:
-    """A batch; ``ambiguous_fraction`` overrides the task's."""
-    fraction = (self.ambiguous_fraction if ambiguous_fraction is None
-                else ambiguous_fraction)
-    batch = _empty(self.max_time, batch_size)
-    for b in range(batch_size):
-      self.episode(rng, fraction).write(batch, b)
-    return batch
 
   def evaluation_sample(self, rng, batch_size):
     return self.sample(rng, batch_size, ambiguous_fraction=0.0)

@@ -42,7 +42,7 @@ PAPER_DNC1_FAILED_CELL = (f"{PAPER_DNC1_FAILED[0]} ± {PAPER_DNC1_FAILED[1]}"
                           f" (best run {PAPER_DNC1_BEST[1]})")
 # Extended Data Table 1, the NTM column (20 runs): mean error 28.5 +- 2.9 %,
 # failed tasks 17.3 +- 0.7, best run 20.1 %. Its per-task means are not
-# recoverable from the copy we have (/work/shared/PROTOCOL.md 3.2), so
+# recoverable from the copy of the table we work from, so
 # PAPER_NTM_MEAN stays empty until they are: the table shows "-" per task.
 PAPER_NTM_MEAN: Dict[int, float] = {}
 PAPER_NTM_MEAN_ERROR = (28.5, 2.9)  # (mean, s.d.) over 20 runs, %

@@ -44,12 +44,11 @@ class GraphConfig:
       mixing); evaluation always uses 0.
     slack: shortest path: a path this many steps longer than the shortest
       still counts as right.
-    ambiguous_fraction: share of training queries that defeat the shortcut.
-      Inference only, not the paper's: the share of training queries drawn among those
-      the relation's last edge label alone cannot answer
-      (``experiments.graphs.tasks.Inference``); 0 draws the lesson's own
-      queries. Evaluations always do. Fixed for a run (refused on
-      ``--resume``).
+    ambiguous_fraction: inference only, not the paper's: the share of
+      training queries drawn among those the relation's last edge label
+      alone cannot answer (``experiments.graphs.tasks.Inference``); 0
+      draws the lesson's own queries, as evaluations always do. Fixed for
+      a run (refused on ``--resume``).
   """
 
   lesson: int = 1

@@ -66,6 +66,24 @@ def test_cloning_with_the_constraint_in_view_learns_the_move():
   assert "first move solves" in out.getvalue()
 
 
+def test_hide_constraints_zeroes_exactly_the_constraint_fields():
+  rows = np.repeat(lesson_table([probe.one_move_lesson(2)]), 4, 0)
+  _, obs = env.batch_reset(jax.random.split(jax.random.PRNGKey(1), 4), rows,
+                           env.tables())
+  seen = []
+  core = probe.CoreModel(lambda params, batch: None,
+                         lambda params, x, state: (seen.append(x), state))
+  probe.hide_constraints(core).step(None, obs, None)
+  hidden, obs = np.asarray(seen[0]), np.asarray(obs)
+  # Written independently of the module: letter 26, first block 6,
+  # relation 4, second block 6, go cue 1, board 54.
+  first, last = 26, 26 + 6 + 4 + 6
+  assert obs[:, first:last].any()  # a presentation step shows one
+  assert not hidden[:, first:last].any()
+  np.testing.assert_array_equal(hidden[:, :first], obs[:, :first])
+  np.testing.assert_array_equal(hidden[:, last:], obs[:, last:])
+
+
 def test_clone_rejects_an_unknown_model():
   with pytest.raises(ValueError, match="model must be 'dnc' or 'mlp'"):
     probe.clone("transformer", seconds=1)

@@ -5,9 +5,11 @@ Three probes on boards of 3 blocks with one-constraint goals one move away
 
 ``policy``: a trained run's policy with 1, 2 and 3 goals shown (lesson 1
 has 2), the fraction of constraints satisfied at the end, how often the
-goal was ever reached, the same per relation, and a uniformly random
-policy beside it. If one goal does no better than two, recalling which
-goal the go cue names is not what holds the agent back::
+goal was ever reached, the same per relation; beside it the same policy
+on the same episodes with the constraints hidden (their blocks and
+relation zeroed in every observation: what it scores without reading the
+goal) and a uniformly random policy. If one goal does no better than two,
+recalling which goal the go cue names is not what holds the agent back::
 
   python -m experiments.shrdlu.probe policy --checkpoint RUN [--episodes 1000]
 
@@ -49,6 +51,7 @@ import optax
 
 from experiments import loop
 from experiments import tasks
+from experiments.models import CoreModel
 from experiments.shrdlu import agent
 from experiments.shrdlu import env
 from experiments.shrdlu import solver
@@ -111,21 +114,44 @@ def random_policy(key, lesson: env.Lesson, episodes: int, tables,
   return _summary(final)
 
 
+# The observation's constraint fields: first block, relation, second block.
+CONSTRAINT_FIELDS = slice(env.NUM_LETTERS,
+                          env.NUM_LETTERS + 2 * env.MAX_BLOCKS
+                          + env.NUM_RELATIONS)
+
+
+def hide_constraints(core: CoreModel) -> CoreModel:
+  """``core`` fed observations whose constraint fields are zero: goal
+  letters, go cue and board stay, what the goals ask for is gone."""
+
+  def step(params, obs, state):
+    return core.step(params, obs.at[:, CONSTRAINT_FIELDS].set(0.0), state)
+
+  return CoreModel(core.initial_state, step)
+
+
 def policy_probe(task, params, key, episodes: int,
                  goal_counts=(1, 2, 3)) -> List[Dict]:
   """Rows ``{"policy", "goals", "fraction", "reached", "by_relation"}`` for
-  the run's policy (actions sampled, as in training) and a random one."""
+  the run's policy (actions sampled, as in training), the same policy with
+  the constraints hidden (:func:`hide_constraints`) on the same episodes,
+  and a random policy."""
   rows = []
   for goals in goal_counts:
     lesson = one_move_lesson(goals)
     steps = lesson.max_steps + task.env_params.slack
     key, sub = jax.random.split(key)
-    final, _ = jax.jit(
-        lambda p, k, r: agent.rollout(task.model.core, p, k, r,
-                                      task.tables(), steps,
-                                      task.env_params))(
-        params, sub, _rows(lesson, episodes))
-    for name, result in (("trained", _summary(final)),
+
+    def play(core):
+      final, _ = jax.jit(
+          lambda p, k, r: agent.rollout(core, p, k, r, task.tables(), steps,
+                                        task.env_params))(
+          params, sub, _rows(lesson, episodes))
+      return _summary(final)
+
+    for name, result in (("trained", play(task.model.core)),
+                         ("goal hidden",
+                          play(hide_constraints(task.model.core))),
                          ("random", random_policy(sub, lesson, episodes,
                                                   task.tables(),
                                                   task.env_params))):

@@ -136,8 +136,9 @@ def add_allow_change_flag(parser: argparse.ArgumentParser):
   parser.add_argument(
       "--allow-change", action="append", default=[], metavar="FIELD",
       choices=[f.split(".", 1)[1] for f in CHANGEABLE_ON_RESUME],
-      help="with --resume: let this optimiser setting (learning_rate, "
-      "max_grad_norm) differ from the checkpoint's, given by its own flag "
+      help="with --resume: let this learning setting (learning_rate, "
+      "max_grad_norm, or Mini-SHRDLU's entropy_cost) differ from the "
+      "checkpoint's, given by its own flag "
       "(e.g. --allow-change learning_rate --learning-rate 3e-4); the change "
       "is logged in metrics.jsonl; repeatable")
 
@@ -145,7 +146,8 @@ def add_allow_change_flag(parser: argparse.ArgumentParser):
 def allowed_changes(args) -> List[str]:
   """The trainer's ``may_change`` from ``--allow-change``; ValueError
   without ``--resume``."""
-  fields = [f"optimizer.{field}" for field in args.allow_change]
+  by_name = {f.split(".", 1)[1]: f for f in CHANGEABLE_ON_RESUME}
+  fields = [by_name[field] for field in args.allow_change]
   if fields and not args.resume:
     raise ValueError("--allow-change applies to --resume")
   return fields

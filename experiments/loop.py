@@ -462,8 +462,11 @@ def _curriculum(task) -> Dict[str, Any]:
 
 
 # Settings a resumed run may change when asked (``may_change``): none of
-# them shapes the parameters or the optimiser's state.
-CHANGEABLE_ON_RESUME = ("optimizer.learning_rate", "optimizer.max_grad_norm")
+# them shapes the parameters or the optimiser's state. The entropy cost is
+# the reinforcement-learning tasks' (Mini-SHRDLU): lowered late in a run it
+# sharpens a policy kept broad for exploration early on.
+CHANGEABLE_ON_RESUME = ("optimizer.learning_rate", "optimizer.max_grad_norm",
+                        "task.entropy_cost")
 
 
 def _check_record(checkpointer: Checkpointer, record: Dict[str, Any],

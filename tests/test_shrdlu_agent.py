@@ -168,6 +168,36 @@ def test_resume_refuses_another_config(full_run, tmp_path):
             progress=False)
 
 
+def test_resume_may_lower_the_entropy_cost_when_asked(full_run, tmp_path):
+  out, _ = full_run
+  run = tmp_path / "run"
+  shutil.copytree(out, run)
+  settings = _settings(entropy_cost=0.01)
+  settings["loop"]["steps"] = 5
+  with pytest.raises(checkpoints.CheckpointError,
+                     match="--allow-change entropy_cost"):
+    cli.run(settings, "shrdlu", run, resume=True, progress=False)
+  summary = cli.run(settings, "shrdlu", run, resume=True, progress=False,
+                    may_change=("task.entropy_cost",))
+  assert summary["step"] == 5
+  (change,) = _lines(run, "change")
+  assert change["step"] == 4 and change["changed"] == [
+      "task.entropy_cost: saved 0.1, now 0.01"]
+  # The new cost is the run's now: a plain resume at it is accepted.
+  settings["loop"]["steps"] = 6
+  assert cli.run(settings, "shrdlu", run, resume=True,
+                 progress=False)["step"] == 6
+
+
+def test_allow_change_names_map_to_their_settings():
+  parser, _ = cli.build_parser("dnc-shrdlu-train", "shrdlu")
+  args = parser.parse_args(["--out", "x", "--resume", "--allow-change",
+                            "entropy_cost", "--allow-change",
+                            "learning_rate"])
+  assert cli.allowed_changes(args) == ["task.entropy_cost",
+                                       "optimizer.learning_rate"]
+
+
 def test_eval_command_scores_lessons_and_draws_an_episode(full_run, tmp_path,
                                                           capsys):
   out, _ = full_run

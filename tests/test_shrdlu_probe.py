@@ -84,6 +84,43 @@ def test_hide_constraints_zeroes_exactly_the_constraint_fields():
   np.testing.assert_array_equal(hidden[:, last:], obs[:, last:])
 
 
+def test_blank_memory_zeroes_the_memory_and_nothing_else():
+  from experiments.tasks import shrdlu as shrdlu_task
+  tiny = {"kind": "dnc", "hidden_size": 8, "memory_size": 4, "word_size": 3,
+          "num_reads": 1, "controller_grad_clip": 10.0}
+  task = shrdlu_task.ShrdluTask(shrdlu_task.ShrdluConfig())
+  core = task.make_model(tiny).core
+  lstm = task.make_model({"kind": "lstm", "hidden_size": 8,
+                          "num_layers": 1}).core
+  obs = np.random.default_rng(0).normal(size=(2, env.OBS_SIZE)).astype(
+      np.float32)
+  params = task.make_model(tiny).init(jax.random.PRNGKey(0), obs[None])
+  state = core.initial_state(params, 2)
+  for _ in range(3):  # Some steps, so the memory is no longer zero.
+    _, state = core.step(params, obs, state)
+  assert probe.has_memory(state)
+  lstm_params = task.make_model({"kind": "lstm", "hidden_size": 8,
+                                 "num_layers": 1}).init(
+      jax.random.PRNGKey(0), obs[None])
+  assert not probe.has_memory(lstm.initial_state(lstm_params, 2))
+  seen = []
+  spy = probe.CoreModel(core.initial_state,
+                        lambda params, x, state: (seen.append(state), state))
+  probe.blank_memory(spy).step(params, obs, state)
+  before = jax.tree_util.tree_flatten_with_path(state)[0]
+  after = jax.tree_util.tree_leaves(seen[0])
+  # The policy's and the value network's memories ([B, N, W] = [2, 4, 3]).
+  memories = [i for i, (path, _) in enumerate(before)
+              if "memory" in jax.tree_util.keystr(path)]
+  assert len(memories) == 2
+  for i, ((_, leaf), blanked) in enumerate(zip(before, after)):
+    if i in memories:
+      assert np.shape(leaf) == (2, 4, 3) and np.any(leaf)
+      assert not np.any(blanked)
+    else:
+      np.testing.assert_array_equal(blanked, leaf)
+
+
 def test_clone_rejects_an_unknown_model():
   with pytest.raises(ValueError, match="model must be 'dnc' or 'mlp'"):
     probe.clone("transformer", seconds=1)

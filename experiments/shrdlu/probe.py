@@ -8,7 +8,9 @@ has 2), the fraction of constraints satisfied at the end, how often the
 goal was ever reached, the same per relation; beside it the same policy
 on the same episodes with the constraints hidden (their blocks and
 relation zeroed in every observation: what it scores without reading the
-goal) and a uniformly random policy. If one goal does no better than two,
+goal), for a DNC the same policy with its memory blanked at every step
+(what it scores on what its controller alone carries), and a uniformly
+random policy. If one goal does no better than two,
 recalling which goal the go cue names is not what holds the agent back::
 
   python -m experiments.shrdlu.probe policy --checkpoint RUN [--episodes 1000]
@@ -130,13 +132,44 @@ def hide_constraints(core: CoreModel) -> CoreModel:
   return CoreModel(core.initial_state, step)
 
 
+def _is_memory(path) -> bool:
+  return any(getattr(key, "name", None) == "memory" for key in path)
+
+
+def has_memory(state) -> bool:
+  """Whether a core's state holds a DNC memory matrix (``memory`` field)."""
+  paths = jax.tree_util.tree_flatten_with_path(state)[0]
+  return any(_is_memory(path) for path, _ in paths)
+
+
+def blank_memory(core: CoreModel) -> CoreModel:
+  """``core`` whose memory matrices (every state field named ``memory``)
+  are zero at the start of every step: what a step writes it can read back
+  in that step, nothing written earlier survives. The controller's own
+  state, usage and links are kept, so what is left is what the controller
+  carries in its LSTM state."""
+
+  def step(params, obs, state):
+    blanked = jax.tree_util.tree_map_with_path(
+        lambda path, leaf: jnp.zeros_like(leaf) if _is_memory(path)
+        else leaf, state)
+    return core.step(params, obs, blanked)
+
+  return CoreModel(core.initial_state, step)
+
+
 def policy_probe(task, params, key, episodes: int,
                  goal_counts=(1, 2, 3)) -> List[Dict]:
   """Rows ``{"policy", "goals", "fraction", "reached", "by_relation"}`` for
   the run's policy (actions sampled, as in training), the same policy with
-  the constraints hidden (:func:`hide_constraints`) on the same episodes,
+  the constraints hidden (:func:`hide_constraints`) and, for a DNC, with its
+  memory blanked every step (:func:`blank_memory`) on the same episodes,
   and a random policy."""
   rows = []
+  core = task.model.core
+  variants = [("trained", core), ("goal hidden", hide_constraints(core))]
+  if has_memory(jax.eval_shape(lambda: core.initial_state(params, 1))):
+    variants.append(("memory blanked", blank_memory(core)))
   for goals in goal_counts:
     lesson = one_move_lesson(goals)
     steps = lesson.max_steps + task.env_params.slack
@@ -149,12 +182,10 @@ def policy_probe(task, params, key, episodes: int,
           params, sub, _rows(lesson, episodes))
       return _summary(final)
 
-    for name, result in (("trained", play(task.model.core)),
-                         ("goal hidden",
-                          play(hide_constraints(task.model.core))),
-                         ("random", random_policy(sub, lesson, episodes,
-                                                  task.tables(),
-                                                  task.env_params))):
+    results = [(name, play(variant)) for name, variant in variants]
+    results.append(("random", random_policy(sub, lesson, episodes,
+                                            task.tables(), task.env_params)))
+    for name, result in results:
       rows.append(dict(
           policy=name, goals=goals,
           fraction=float(result["fraction"].mean()),

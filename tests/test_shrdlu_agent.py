@@ -214,6 +214,21 @@ def test_eval_command_scores_lessons_and_draws_an_episode(full_run, tmp_path,
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_eval_prints_a_baseline_run_on_the_same_episodes(full_run, capsys):
+  out, _ = full_run
+  assert shrdlu_eval.main(["--checkpoint", str(out), "--baseline", str(out),
+                           "--episodes", "8", "--lessons", "2"]) == 0
+  text = capsys.readouterr().out
+  assert text.count("dnc: step 4, current lesson 2") == 2
+  rows = [line.split() for line in text.splitlines()
+          if line.split() and line.split()[0] in ("1", "2")]
+  assert len(rows) == 2
+  for row in rows:  # Two groups of four; the same run, the same episodes.
+    values = list(map(float, row[1:]))
+    assert len(values) == 8 and values[:4] == values[4:]
+    assert sum(values[:3]) == pytest.approx(1.0)
+
+
 def test_commands_and_settings():
   parser, generated = cli.build_parser("dnc-shrdlu-train", "shrdlu")
   args = parser.parse_args(["--preset", "paper", "--lam", "0.75",

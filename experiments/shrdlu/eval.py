@@ -1,14 +1,16 @@
 r"""Scores a Mini-SHRDLU run per lesson (Fig. 5b) and draws an episode
 (Fig. 4a).
 
-  dnc-shrdlu-eval --checkpoint RUN [--episodes 160] [--lessons N]
-      [--picture episode.png [--picture-lesson K]]
+  dnc-shrdlu-eval --checkpoint RUN [--baseline RUN2] [--episodes 160]
+      [--lessons N] [--picture episode.png [--picture-lesson K]]
 
 For each lesson up to the run's current one (or ``--lessons N``): the
 fraction of episodes solved perfectly (all constraints satisfied at the end,
 first reached after exactly the minimum number of moves), solved with extra
 moves, and incomplete, and the mean fraction of constraints satisfied.
-Actions are sampled from the policy, as in training. ``--picture`` draws one
+Actions are sampled from the policy, as in training. ``--baseline RUN2``
+(e.g. an LSTM run, Fig. 5b's comparison) is scored on the same episodes and
+printed beside it, each run under its model kind. ``--picture`` draws one
 episode of lesson ``K`` (default: the current one): the board at every step,
 the policy DNC's write weightings while the goals are shown and its read
 weightings after the go cue.
@@ -61,11 +63,34 @@ def evaluate(task: ShrdluTask, params, lessons: int, episodes: int,
   return rows
 
 
+def model_kind(run_dir) -> str:
+  """``"dnc"`` or ``"lstm"``: the model kind of a run folder's settings."""
+  saved = cli.saved_settings(pathlib.Path(run_dir)) or {}
+  return saved.get("settings", {}).get("model", {}).get("kind", "dnc")
+
+
+def _table(columns: List[Tuple[str, List[Tuple]]]) -> List[str]:
+  """Lines of the per-lesson table, one group of four columns per run."""
+  names = ["perfect", "success", "incomplete", "satisfied"]
+  head = f"{'lesson':>6}" + "".join(
+      "".join(f" {(label + ' ' if len(columns) > 1 else '') + name:>15}"
+              for name in names) for label, _ in columns)
+  lines = [head]
+  for i, row in enumerate(columns[0][1]):
+    lines.append(f"{row[0]:>6}" + "".join(
+        "".join(f" {value:>15.3f}" for value in rows[i][1:])
+        for _, rows in columns))
+  return lines
+
+
 def main(argv: Optional[List[str]] = None) -> int:
   parser = argparse.ArgumentParser(prog="dnc-shrdlu-eval",
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("--checkpoint", required=True,
                       help="a run folder of dnc-shrdlu-train")
+  parser.add_argument("--baseline", default=None,
+                      help="another run folder (e.g. --preset lstm) scored "
+                      "on the same episodes, printed beside")
   parser.add_argument("--episodes", type=int, default=160)
   parser.add_argument("--lessons", type=int, default=None,
                       help="score lessons 1..N (default: up to the current; "
@@ -84,15 +109,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not 0 <= lessons <= len(task.lessons):
       raise ValueError(f"--lessons must be in 0..{len(task.lessons)}, got "
                        f"{lessons}")
-    print(f"step {record['step']}, current lesson {task.lesson + 1}, "
-          f"{args.episodes} episodes each")
+    runs = [(model_kind(args.checkpoint), task, params, record)]
+    if args.baseline:
+      base_task, base_params, base_record = load_run(args.baseline)
+      if base_task.lessons[:lessons] != task.lessons[:lessons]:
+        raise ValueError(f"--baseline {args.baseline} trains other lessons "
+                         f"than {args.checkpoint}")
+      runs.append((model_kind(args.baseline), base_task, base_params,
+                   base_record))
+    for label, run_task, _, run_record in runs:
+      prefix = f"{label}: " if len(runs) > 1 else ""
+      print(f"{prefix}step {run_record['step']}, current lesson "
+            f"{run_task.lesson + 1}, {args.episodes} episodes each")
     if lessons:
-      print(f"{'lesson':>6} {'perfect':>8} {'success':>8} "
-            f"{'incomplete':>10} {'satisfied':>9}")
-    for lesson, perfect, success, incomplete, fraction in evaluate(
-        task, params, lessons, args.episodes, args.seed):
-      print(f"{lesson:>6} {perfect:>8.3f} {success:>8.3f} "
-            f"{incomplete:>10.3f} {fraction:>9.3f}")
+      columns = [(label, evaluate(run_task, run_params, lessons,
+                                  args.episodes, args.seed))
+                 for label, run_task, run_params, _ in runs]
+      print("\n".join(_table(columns)))
     if args.picture:
       from experiments.shrdlu import picture  # Late: matplotlib.
       lesson = (task.lesson if args.picture_lesson is None

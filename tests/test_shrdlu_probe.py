@@ -89,20 +89,17 @@ def test_blank_memory_zeroes_the_memory_and_nothing_else():
   tiny = {"kind": "dnc", "hidden_size": 8, "memory_size": 4, "word_size": 3,
           "num_reads": 1, "controller_grad_clip": 10.0}
   task = shrdlu_task.ShrdluTask(shrdlu_task.ShrdluConfig())
-  core = task.make_model(tiny).core
-  lstm = task.make_model({"kind": "lstm", "hidden_size": 8,
-                          "num_layers": 1}).core
   obs = np.random.default_rng(0).normal(size=(2, env.OBS_SIZE)).astype(
       np.float32)
-  params = task.make_model(tiny).init(jax.random.PRNGKey(0), obs[None])
+  lstm = task.make_model({"kind": "lstm", "hidden_size": 8, "num_layers": 1})
+  lstm_params = lstm.init(jax.random.PRNGKey(0), obs[None])
+  assert not probe.has_memory(lstm.core.initial_state(lstm_params, 2))
+  model = task.make_model(tiny)
+  core, params = model.core, model.init(jax.random.PRNGKey(0), obs[None])
   state = core.initial_state(params, 2)
   for _ in range(3):  # Some steps, so the memory is no longer zero.
     _, state = core.step(params, obs, state)
   assert probe.has_memory(state)
-  lstm_params = task.make_model({"kind": "lstm", "hidden_size": 8,
-                                 "num_layers": 1}).init(
-      jax.random.PRNGKey(0), obs[None])
-  assert not probe.has_memory(lstm.initial_state(lstm_params, 2))
   seen = []
   spy = probe.CoreModel(core.initial_state,
                         lambda params, x, state: (seen.append(state), state))

@@ -135,7 +135,7 @@ def test_trains_under_the_one_trainer(full_run):
   train = _lines(out, "train")
   assert [l["step"] for l in train] == [1, 2, 3, 4]
   assert all(np.isfinite(l[k]) for l in train
-             for k in ("loss", "fraction", "perfect", "grad_norm"))
+             for k in ("loss", "fraction", "other", "perfect", "grad_norm"))
   evals = _lines(out, "eval")
   assert all(0 <= e["valid/fraction"] <= 1 for e in evals)
   # The low threshold passes lesson 1; lesson 2 is the last (no test).

@@ -197,3 +197,21 @@ def test_bad_configs_name_the_field():
     env.make_state([[1, 2, 3], [4, 5, 6], [7, 0, 0]], [[(1, ABOVE, 2)]])
   with pytest.raises(ValueError, match="slack"):
     env.EnvParams(slack=-1)
+
+
+def test_other_goal_scores_the_goal_the_cue_did_not_name():
+  # Block 1 on block 2 in column 0, block 3 alone in column 1.
+  board = [[2, 1, 0], [3, 0, 0], [0, 0, 0]]
+  # Goal 0 "1 above 2" holds; goal 1 "3 above 1" does not; goal 2 "2 left
+  # of 3" holds (same height, adjacent columns).
+  goals = [[(1, 0, 2)], [(3, 0, 1)], [(2, 2, 3)]]
+  scores = []
+  for chosen in range(3):
+    state = env.make_state(board, goals, chosen=chosen)
+    scores.append((float(env.fraction_satisfied(state)),
+                   float(env.fraction_satisfied(env.other_goal(state)))))
+  # The other goal of goal g is goal g + 1, wrapping round to goal 0.
+  assert scores == [(1.0, 0.0), (0.0, 1.0), (1.0, 1.0)]
+  # With one goal shown the other goal is that goal.
+  state = env.make_state(board, goals[1:2])
+  assert int(env.other_goal(state).chosen) == 0

@@ -123,6 +123,15 @@ def test_clone_rejects_an_unknown_model():
     probe.clone("transformer", seconds=1)
 
 
+@pytest.mark.parametrize("model,goals,message", [
+    ("mlp", 2, "goals: the mlp clone sees one goal"),
+    ("dnc", 0, "goals must be 1..10"),
+    ("dnc", 11, "goals must be 1..10")])
+def test_clone_rejects_goal_counts_it_cannot_play(model, goals, message):
+  with pytest.raises(ValueError, match=message):
+    probe.clone(model, seconds=1, goals=goals)
+
+
 @pytest.mark.slow  # 2,000 updates (~60 s on 2 cores).
 def test_the_rl_recipe_learns_the_move_when_nothing_must_be_recalled():
   out = io.StringIO()

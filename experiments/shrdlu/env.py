@@ -431,6 +431,15 @@ def fraction_satisfied(state: State) -> jax.Array:
       jnp.float32)
 
 
+def other_goal(state: State) -> State:
+  """``state`` with the go cue's choice moved to the next goal shown
+  (``chosen + 1`` modulo the goals; the same goal when only one is shown).
+  Scoring it asks whether the agent satisfied a goal it was not asked for:
+  an agent that ignores the cue satisfies it as often as the chosen one."""
+  return state._replace(chosen=(state.chosen + 1) % jnp.maximum(
+      state.num_goals, 1))
+
+
 def outcome(state: State) -> jax.Array:
   """PERFECT (satisfied at the end, first reached after exactly ``L`` moves),
   SUCCESS (satisfied at the end, more moves), INCOMPLETE."""

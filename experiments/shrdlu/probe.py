@@ -22,9 +22,14 @@ satisfying the goal (then passes), the teacher's moves fed to the board.
 constraint at the presentation step and must recall it when it acts;
 ``--model mlp`` is a two-layer perceptron given the constraint and the
 board of the go step in one input (no recall). The figure printed is how
-often the network's most likely first move satisfies the goal::
+often the network's most likely first move satisfies the goal.
+``--goals 2`` (DNC only) shows two goals and the teacher solves the one
+the go cue names; it also prints how often the same move satisfies the
+goal not named, which stays level with the first figure until the network
+binds the cue's letter to its goal::
 
   python -m experiments.shrdlu.probe clone --model dnc|mlp [--seconds 300]
+      [--goals 2] [--hidden-size 128] [--learning-rate 1e-3]
 
 ``rl``: the trainer's reinforcement learning (A2C with λ-advantages, the
 same loss, RMSProp as the trainer's) on a feed-forward network given the
@@ -94,6 +99,8 @@ def _rows(lesson: env.Lesson, batch: int) -> jax.Array:
 
 def _summary(final: env.State) -> Dict[str, np.ndarray]:
   return dict(fraction=np.asarray(jax.vmap(env.fraction_satisfied)(final)),
+              other=np.asarray(jax.vmap(
+                  lambda s: env.fraction_satisfied(env.other_goal(s)))(final)),
               reached=np.asarray(final.solved_at) >= 0,
               relation=np.asarray(final.goals[:, 0, 0, 1]))
 
@@ -189,6 +196,8 @@ def policy_probe(task, params, key, episodes: int,
       rows.append(dict(
           policy=name, goals=goals,
           fraction=float(result["fraction"].mean()),
+          other=(float(result["other"].mean()) if goals > 1
+                 else float("nan")),
           reached=float(result["reached"].mean()),
           by_relation=[float(result["fraction"][result["relation"] == r]
                              .mean()) if np.any(result["relation"] == r)
@@ -217,16 +226,23 @@ def _dnc_clone_loss(model, tables, lesson: env.Lesson, batch: int):
       target = jax.vmap(teacher_action)(state)
       acting = (state.t >= state.num_present) & ~state.done
       first = acting & (state.t == state.num_present)
-      solves = jnp.take_along_axis(jax.vmap(solving_moves)(state),
-                                   jnp.argmax(logits, -1)[:, None], 1)[:, 0]
+      greedy = jnp.argmax(logits, -1)[:, None]
+      solves = jnp.take_along_axis(jax.vmap(solving_moves)(state), greedy,
+                                   1)[:, 0]
+      solves_other = jnp.take_along_axis(
+          jax.vmap(lambda s: solving_moves(env.other_goal(s)))(state), greedy,
+          1)[:, 0]
       nll = -jnp.take_along_axis(jax.nn.log_softmax(logits),
                                  target[:, None], 1)[:, 0]
       state, obs, _, _ = env.batch_step(state, target)
-      return (state, obs, net), (nll * acting, solves & first)
+      return (state, obs, net), (nll * acting, solves & first,
+                                 solves_other & first)
 
     carry = (state, obs, model.core.initial_state(params, batch))
-    _, (nll, first_solves) = jax.lax.scan(body, carry, None, length=steps)
-    return nll.sum() / batch, first_solves.sum() / batch
+    _, (nll, first_solves, first_solves_other) = jax.lax.scan(
+        body, carry, None, length=steps)
+    return nll.sum() / batch, (first_solves.sum() / batch,
+                               first_solves_other.sum() / batch)
 
   return loss
 
@@ -245,21 +261,33 @@ def _mlp_clone_loss(mlp, tables, lesson: env.Lesson, batch: int):
                                  jnp.argmax(logits, -1)[:, None], 1)[:, 0]
     nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), target[:, None],
                                1)[:, 0]
-    return nll.mean(), solves.mean()
+    return nll.mean(), (solves.mean(), jnp.full((), jnp.nan))
 
   return loss
 
 
 def clone(model_kind: str, seconds: float, batch: int = 128,
           learning_rate: float = 1e-3, seed: int = 0, log_every: int = 200,
-          max_updates: Optional[int] = None, out=sys.stdout) -> List[Dict]:
-  """Supervised training on one-goal one-move episodes; returns the log
-  ``[{"update", "seconds", "loss", "first_move_solves"}]``."""
-  lesson = one_move_lesson(1)
+          max_updates: Optional[int] = None, out=sys.stdout, goals: int = 1,
+          hidden_size: int = CPU_DNC["hidden_size"]) -> List[Dict]:
+  """Supervised training on one-move episodes with ``goals`` goals of one
+  constraint shown (the DNC only for more than one: the MLP sees a single
+  presentation step); returns the log
+  ``[{"update", "seconds", "loss", "first_move_solves"}]``, plus
+  ``"solves_other_goal"`` (how often the same greedy first move solves the
+  next goal shown instead, :func:`env.other_goal`) for several goals. With
+  several goals the teacher solves the one the go cue names, so the DNC
+  must bind the cue's letter to the constraint shown with it; as long as it
+  does not, the two figures stay level."""
+  if model_kind == "mlp" and goals != 1:
+    raise ValueError(f"goals: the mlp clone sees one goal, got {goals}")
+  if not 1 <= goals <= 10:
+    raise ValueError(f"goals must be 1..10, got {goals}")
+  lesson = one_move_lesson(goals)
   tables = env.tables()
   key = jax.random.PRNGKey(seed)
   if model_kind == "dnc":
-    model = agent.make_model(CPU_DNC)
+    model = agent.make_model(dict(CPU_DNC, hidden_size=hidden_size))
     steps = lesson.max_steps + env.EnvParams().slack
     params = model.init(key, jnp.zeros((steps, batch, env.OBS_SIZE)))
     loss = _dnc_clone_loss(model, tables, lesson, batch)
@@ -273,7 +301,9 @@ def clone(model_kind: str, seconds: float, batch: int = 128,
   return _train(loss, optax.adam(learning_rate), params, key, seconds,
                 max_updates, log_every, out,
                 lambda value, solves: dict(
-                    loss=float(value), first_move_solves=float(solves)))
+                    loss=float(value), first_move_solves=float(solves[0]),
+                    **({} if goals == 1 else
+                       {"solves_other_goal": float(solves[1])})))
 
 
 def _train(loss, optimizer, params, key, seconds: float,
@@ -409,6 +439,10 @@ def main(argv: Optional[List[str]] = None) -> int:
   c.add_argument("--batch-size", type=int, default=128)
   c.add_argument("--learning-rate", type=float, default=1e-3)
   c.add_argument("--seed", type=int, default=0)
+  c.add_argument("--goals", type=int, default=1,
+                 help="goals shown, the go cue names one (dnc only)")
+  c.add_argument("--hidden-size", type=int, default=CPU_DNC["hidden_size"],
+                 help="the DNC's controller units")
   r = sub.add_parser("rl", help="the RL recipe on an MLP with no recall")
   r.add_argument("--seconds", type=float, default=300.0)
   r.add_argument("--batch-size", type=int, default=128)
@@ -436,8 +470,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.batch_size < 1 or args.seconds <= 0:
       parser.exit(2, "probe: error: --batch-size and --seconds must be "
                   "positive\n")
-    clone(args.model, args.seconds, args.batch_size, args.learning_rate,
-          args.seed)
+    try:
+      clone(args.model, args.seconds, args.batch_size, args.learning_rate,
+            args.seed, goals=args.goals, hidden_size=args.hidden_size)
+    except ValueError as error:
+      parser.exit(2, f"probe: error: {error}\n")
     return 0
   from experiments.checkpoints import CheckpointError
   from experiments.shrdlu.eval import load_run
@@ -450,14 +487,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.exit(2, f"probe: error: {error}\n")
   print(f"step {record['step']}; {args.episodes} episodes per row, 3 blocks, "
         f"one constraint one move away, actions sampled")
-  print(f"| policy | goals | satisfied | ever reached | "
+  print(f"| policy | goals | satisfied | other goal | ever reached | "
         f"{' | '.join(RELATIONS)} |")
-  print("|---|---|---|---|" + "---|" * len(RELATIONS))
+  print("|---|---|---|---|---|" + "---|" * len(RELATIONS))
   for row in policy_probe(task, params, jax.random.PRNGKey(args.seed),
                           args.episodes):
     rel = " | ".join(f"{v:.3f}" for v in row["by_relation"])
+    other = "" if np.isnan(row["other"]) else f"{row['other']:.3f}"
     print(f"| {row['policy']} | {row['goals']} | {row['fraction']:.3f} | "
-          f"{row['reached']:.3f} | {rel} |")
+          f"{other} | {row['reached']:.3f} | {rel} |")
   return 0
 
 

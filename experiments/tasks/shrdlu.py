@@ -243,11 +243,17 @@ class ShrdluTask(TaskBase):
 
 
 def _outcomes(final: env.State, current: jax.Array) -> Dict[str, jax.Array]:
-  """Means over the current lesson's episodes of a batch."""
+  """Means over the current lesson's episodes of a batch. ``other``: the
+  fraction of the next goal's constraints satisfied (:func:`env.other_goal`);
+  while the agent ignores which goal the go cue names it equals
+  ``fraction``, so ``fraction - other`` gauges how well it binds the cue's
+  letter to its goal."""
   fraction = jax.vmap(env.fraction_satisfied)(final)
+  other = jax.vmap(lambda s: env.fraction_satisfied(env.other_goal(s)))(final)
   perfect = (jax.vmap(env.outcome)(final) == env.PERFECT).astype(jnp.float32)
   count = jnp.maximum(current.sum(), 1.0)
   return dict(fraction=jnp.sum(fraction * current) / count,
+              other=jnp.sum(other * current) / count,
               perfect=jnp.sum(perfect * current) / count)
 
 

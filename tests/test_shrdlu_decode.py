@@ -165,6 +165,11 @@ def test_summary_percentiles_by_hand():
   assert low == pytest.approx(0.05) and high == pytest.approx(0.95)
   lines = decode.table([decode.OffsetResult(1, values, values, 7)])
   assert lines[2] == "| 1 | 0.500 (0.050–0.950) | 0.500 (0.050–0.950) | 7 |"
+  board = decode.OffsetResult(1, values * 0.5, values, 7)
+  lines = decode.table([decode.OffsetResult(1, values, values, 7)], [board])
+  assert "board at the cue" in lines[0] and lines[1].count("|") == 6
+  assert lines[2] == ("| 1 | 0.500 (0.050–0.950) | 0.250 (0.025–0.475) | "
+                      "0.500 (0.050–0.950) | 7 |")
 
 
 def _task(model):
@@ -189,6 +194,16 @@ def test_tiny_fresh_dnc_end_to_end():
   assert rec.write.shape == (episodes, steps, 4)
   assert rec.read.shape == (episodes, steps, 2, 4)
   assert rec.actions.shape == rec.acting.shape == (episodes, steps)
+  # Boards: 3 blocks, each block on one square; the presentation steps'
+  # actions are ignored, so steps 0-2 (goals, goals, go cue) see the same
+  # board; the board a step sees is the one before its action.
+  assert rec.boards.shape == (episodes, steps, 54)
+  codes = rec.boards.reshape(episodes, steps, 9, 6)
+  np.testing.assert_array_equal(codes.sum(axis=(2, 3)), 3)
+  assert codes.sum(axis=2).max() == 1
+  np.testing.assert_array_equal(rec.boards[:, 0], rec.boards[:, 2])
+  features = decode.board_features(rec.boards, rec.num_present)
+  np.testing.assert_array_equal(features, rec.boards[:, 2])
   # Two goals of one constraint: the query is step 2, the first action's.
   np.testing.assert_array_equal(rec.num_present, 2)
   assert not rec.acting[:, :2].any() and rec.acting[:, 2].all()

@@ -12,8 +12,10 @@ decoded, 17 % from frequencies.
       [--splits 100] [--lesson N] [--seed 0]
 
 prints, per offset ``k`` (action ``k`` is taken at ``t_query + k - 1``),
-the decoder's and the baseline's test accuracy over random 80 %/20 %
-splits of the episodes, mean and 5th–95th percentile.
+the test accuracy over random 80 %/20 % splits of the episodes, mean and
+5th–95th percentile, of the decoder, of the same regression given the
+board the first action is taken on instead (a control, not in the paper:
+what the board alone tells of the actions) and of the baseline.
 
 Readings where the paper is silent (see :func:`goal_features`,
 :func:`fit_logistic` and :func:`decode`):
@@ -54,6 +56,9 @@ from experiments.shrdlu import env
 THRESHOLD = 0.01
 OFFSETS = 5
 L2 = 1.0
+# The observation's board: one 6-dim place code per square, last.
+BOARD = slice(env.OBS_SIZE - env.SIZE * env.SIZE * env.MAX_BLOCKS,
+              env.OBS_SIZE)
 
 
 # --- Playing and recording. -----------------------------------------------
@@ -69,6 +74,8 @@ class Recording:
     read: ``float32[B, T, R, N]`` step ``t``'s read weightings.
     actions: ``int32[B, T]`` the sampled actions.
     acting: ``bool[B, T]`` action-phase steps before the episode's end.
+    boards: ``float32[B, T, 54]`` the board of the observation step ``t``
+      saw (at the query, the board the first action is taken on).
     num_present: ``int32[B]`` presentation steps; the query is step
       ``num_present``.
   """
@@ -78,6 +85,7 @@ class Recording:
   read: np.ndarray
   actions: np.ndarray
   acting: np.ndarray
+  boards: np.ndarray
   num_present: np.ndarray
 
 
@@ -101,6 +109,7 @@ def _record(core, params, key, rows, tables, steps: int,
 
   def body(carry, key):
     state, obs, net = carry
+    board = obs[:, BOARD]
     outputs, net = core.step(params, obs, net)
     logits, _ = agent.split_outputs(outputs)
     action = jax.random.categorical(key, logits).astype(jnp.int32)
@@ -109,7 +118,8 @@ def _record(core, params, key, rows, tables, steps: int,
     access = net[0].access_state
     return (state, obs, net), dict(
         memory=access.memory, write=access.write_weights.sum(axis=1),
-        read=access.read_weights, actions=action, acting=acting)
+        read=access.read_weights, actions=action, acting=acting,
+        boards=board)
 
   carry = (state, obs, core.initial_state(params, batch))
   _, out = jax.lax.scan(body, carry, jax.random.split(run_key, steps))
@@ -173,6 +183,14 @@ def goal_features(memory: np.ndarray, write: np.ndarray, read: np.ndarray,
   total = (content * usable[:, :, None]).sum(axis=1)
   features = total / np.maximum(locations, 1)[:, None]
   return features.astype(np.float64), locations
+
+
+def board_features(boards: np.ndarray, query: np.ndarray) -> np.ndarray:
+  """``float64[B, 54]``: the board each episode's first action is taken
+  on (``boards [B, T, 54]`` at step ``query [B]``). A control for
+  :func:`goal_features`: how much of the first actions the board alone
+  tells, without the goal."""
+  return boards[np.arange(len(query)), query].astype(np.float64)
 
 
 def first_actions(actions: np.ndarray, acting: np.ndarray, query: np.ndarray,
@@ -372,30 +390,42 @@ def summarise(accuracies: np.ndarray) -> Tuple[float, float, float]:
   return float(a.mean()), float(low), float(high)
 
 
-def table(results: Sequence[OffsetResult]) -> List[str]:
-  """Markdown lines: offset, decoder and baseline mean (5–95 %),
+def table(results: Sequence[OffsetResult],
+          board: Optional[Sequence[OffsetResult]] = None) -> List[str]:
+  """Markdown lines: offset, decoder (and, given ``board``, the same
+  regression on :func:`board_features`) and baseline mean (5–95 %),
   episodes."""
-  lines = ["| action after query | decoder mean (5–95 %) | "
-           "frequency baseline mean (5–95 %) | episodes |",
-           "|---|---|---|---|"]
-  for r in results:
-    cells = []
-    for acc in (r.decoder, r.baseline):
-      mean, low, high = summarise(acc)
-      cells.append(f"{mean:.3f} ({low:.3f}–{high:.3f})")
-    lines.append(f"| {r.offset} | {cells[0]} | {cells[1]} | {r.episodes} |")
+  head = "| action after query | decoder mean (5–95 %) | "
+  if board is not None:
+    head += "board at the cue mean (5–95 %) | "
+  lines = [head + "frequency baseline mean (5–95 %) | episodes |",
+           "|---|---|---|---|" + ("---|" if board is not None else "")]
+
+  def cell(acc):
+    mean, low, high = summarise(acc)
+    return f"{mean:.3f} ({low:.3f}–{high:.3f})"
+
+  for i, r in enumerate(results):
+    cells = [cell(r.decoder)]
+    if board is not None:
+      cells.append(cell(board[i].decoder))
+    cells.append(cell(r.baseline))
+    lines.append(f"| {r.offset} | {' | '.join(cells)} | {r.episodes} |")
   return lines
 
 
-def run(task, params, lesson: int, episodes: int, splits: int,
-        seed: int) -> Tuple[List[OffsetResult], np.ndarray]:
-  """Records ``episodes`` episodes, decodes over ``splits`` splits;
-  ``(results, locations int[episodes])``."""
+def run(task, params, lesson: int, episodes: int, splits: int, seed: int
+        ) -> Tuple[List[OffsetResult], List[OffsetResult], np.ndarray]:
+  """Records ``episodes`` episodes, decodes over ``splits`` splits from the
+  memory and, on the same splits, from the board at the cue; ``(memory
+  results, board results, locations int[episodes])``."""
   rec = record(task, params, jax.random.PRNGKey(seed), lesson, episodes)
   features, locations = goal_features(rec.memory, rec.write, rec.read,
                                       rec.num_present)
   targets = first_actions(rec.actions, rec.acting, rec.num_present)
-  return (decode(features, targets, random_splits(episodes, splits, seed)),
+  parts = random_splits(episodes, splits, seed)
+  board = board_features(rec.boards, rec.num_present)
+  return (decode(features, targets, parts), decode(board, targets, parts),
           locations)
 
 
@@ -426,8 +456,8 @@ def main(argv: Optional[List[str]] = None) -> int:
       raise ValueError(f"--lesson must be 1..{len(task.lessons)}, got "
                        f"{args.lesson}")
     lesson = task.lesson if args.lesson is None else args.lesson - 1
-    results, locations = run(task, params, lesson, args.episodes,
-                             args.splits, args.seed)
+    results, board, locations = run(task, params, lesson, args.episodes,
+                                    args.splits, args.seed)
   except (ValueError, CheckpointError) as error:
     parser.exit(2, f"decode: error: {error}\n")
   print(f"step {saved['step']}, lesson {lesson + 1},"
@@ -435,7 +465,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{args.seed}; relevant locations written before the query: mean "
         f"{locations.mean():.2f}, none in {int((locations == 0).sum())} "
         f"episodes (zero vector)")
-  print("\n".join(table(results)))
+  print("\n".join(table(results, board)))
   return 0
 
 

@@ -137,7 +137,7 @@ def add_allow_change_flag(parser: argparse.ArgumentParser):
       "--allow-change", action="append", default=[], metavar="FIELD",
       choices=[f.split(".", 1)[1] for f in CHANGEABLE_ON_RESUME],
       help="with --resume: let this learning setting (learning_rate, "
-      "max_grad_norm, or Mini-SHRDLU's entropy_cost) differ from the "
+      "max_grad_norm, or Mini-SHRDLU's entropy_cost or lam) differ from the "
       "checkpoint's, given by its own flag "
       "(e.g. --allow-change learning_rate --learning-rate 3e-4); the change "
       "is logged in metrics.jsonl; repeatable")

@@ -462,11 +462,13 @@ def _curriculum(task) -> Dict[str, Any]:
 
 
 # Settings a resumed run may change when asked (``may_change``): none of
-# them shapes the parameters or the optimiser's state. The entropy cost is
-# the reinforcement-learning tasks' (Mini-SHRDLU): lowered late in a run it
-# sharpens a policy kept broad for exploration early on.
+# them shapes the parameters or the optimiser's state. The entropy cost and
+# λ are the reinforcement-learning task's (Mini-SHRDLU): a lower entropy cost
+# late in a run sharpens a policy kept broad for exploration early on; a
+# higher λ lengthens the advantage's reach past a value network that has not
+# yet learnt what the policy must.
 CHANGEABLE_ON_RESUME = ("optimizer.learning_rate", "optimizer.max_grad_norm",
-                        "task.entropy_cost")
+                        "task.entropy_cost", "task.lam")
 
 
 def _check_record(checkpointer: Checkpointer, record: Dict[str, Any],

@@ -193,9 +193,9 @@ def test_allow_change_names_map_to_their_settings():
   parser, _ = cli.build_parser("dnc-shrdlu-train", "shrdlu")
   args = parser.parse_args(["--out", "x", "--resume", "--allow-change",
                             "entropy_cost", "--allow-change",
-                            "learning_rate"])
+                            "learning_rate", "--allow-change", "lam"])
   assert cli.allowed_changes(args) == ["task.entropy_cost",
-                                       "optimizer.learning_rate"]
+                                       "optimizer.learning_rate", "task.lam"]
 
 
 def test_eval_command_scores_lessons_and_draws_an_episode(full_run, tmp_path,

@@ -209,9 +209,11 @@ def test_other_goal_scores_the_goal_the_cue_did_not_name():
   for chosen in range(3):
     state = env.make_state(board, goals, chosen=chosen)
     scores.append((float(env.fraction_satisfied(state)),
-                   float(env.fraction_satisfied(env.other_goal(state)))))
+                   float(env.other_fraction_satisfied(state))))
   # The other goal of goal g is goal g + 1, wrapping round to goal 0.
   assert scores == [(1.0, 0.0), (0.0, 1.0), (1.0, 1.0)]
   # With one goal shown the other goal is that goal.
   state = env.make_state(board, goals[1:2])
   assert int(env.other_goal(state).chosen) == 0
+  assert float(env.other_fraction_satisfied(state)) == float(
+      env.fraction_satisfied(state)) == 0.0

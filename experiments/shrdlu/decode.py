@@ -101,29 +101,16 @@ def check_dnc(task, params) -> None:
 
 def _record(core, params, key, rows, tables, steps: int,
             env_params: env.EnvParams):
-  """Time-major arrays of :class:`Recording` (``[T, B, ...]``)."""
-  batch = rows.shape[0]
-  reset_key, run_key = jax.random.split(key)
-  state, obs = env.batch_reset(jax.random.split(reset_key, batch), rows,
-                               tables)
-
-  def body(carry, key):
-    state, obs, net = carry
-    board = obs[:, BOARD]
-    outputs, net = core.step(params, obs, net)
-    logits, _ = agent.split_outputs(outputs)
-    action = jax.random.categorical(key, logits).astype(jnp.int32)
-    acting = (state.t >= state.num_present) & ~state.done
-    state, obs, _, _ = env.batch_step(state, action, env_params)
-    access = net[0].access_state
-    return (state, obs, net), dict(
-        memory=access.memory, write=access.write_weights.sum(axis=1),
-        read=access.read_weights, actions=action, acting=acting,
-        boards=board)
-
-  carry = (state, obs, core.initial_state(params, batch))
-  _, out = jax.lax.scan(body, carry, jax.random.split(run_key, steps))
-  return out, state.num_present
+  """Time-major arrays of :class:`Recording` (``[T, B, ...]``): the
+  training rollout (:func:`agent.rollout`, the same episodes for the same
+  key) with the networks' states kept."""
+  final, traj = agent.rollout(core, params, key, rows, tables, steps,
+                              env_params, keep_states=True)
+  access = traj["net"][0].access_state
+  boards = jax.vmap(jax.vmap(env.observe))(traj["env"])[..., BOARD]
+  return dict(memory=access.memory, write=access.write_weights.sum(axis=2),
+              read=access.read_weights, actions=traj["actions"],
+              acting=traj["mask"], boards=boards), final.num_present
 
 
 def record(task, params, key: jax.Array, lesson: int,

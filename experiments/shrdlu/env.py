@@ -440,6 +440,14 @@ def other_goal(state: State) -> State:
       state.num_goals, 1))
 
 
+def other_fraction_satisfied(state: State) -> jax.Array:
+  """:func:`fraction_satisfied` of :func:`other_goal`: the share of a goal
+  the agent was not asked for that is true on the board now. While the
+  agent ignores which goal the go cue names, it equals
+  ``fraction_satisfied`` on average; the gap measures the binding."""
+  return fraction_satisfied(other_goal(state))
+
+
 def outcome(state: State) -> jax.Array:
   """PERFECT (satisfied at the end, first reached after exactly ``L`` moves),
   SUCCESS (satisfied at the end, more moves), INCOMPLETE."""

@@ -99,8 +99,7 @@ def _rows(lesson: env.Lesson, batch: int) -> jax.Array:
 
 def _summary(final: env.State) -> Dict[str, np.ndarray]:
   return dict(fraction=np.asarray(jax.vmap(env.fraction_satisfied)(final)),
-              other=np.asarray(jax.vmap(
-                  lambda s: env.fraction_satisfied(env.other_goal(s)))(final)),
+              other=np.asarray(jax.vmap(env.other_fraction_satisfied)(final)),
               reached=np.asarray(final.solved_at) >= 0,
               relation=np.asarray(final.goals[:, 0, 0, 1]))
 

@@ -243,13 +243,11 @@ class ShrdluTask(TaskBase):
 
 
 def _outcomes(final: env.State, current: jax.Array) -> Dict[str, jax.Array]:
-  """Means over the current lesson's episodes of a batch. ``other``: the
-  fraction of the next goal's constraints satisfied (:func:`env.other_goal`);
-  while the agent ignores which goal the go cue names it equals
-  ``fraction``, so ``fraction - other`` gauges how well it binds the cue's
-  letter to its goal."""
+  """Means over the current lesson's episodes of a batch. ``other``:
+  :func:`env.other_fraction_satisfied`, so ``fraction - other`` gauges how
+  well the agent binds the cue's letter to its goal."""
   fraction = jax.vmap(env.fraction_satisfied)(final)
-  other = jax.vmap(lambda s: env.fraction_satisfied(env.other_goal(s)))(final)
+  other = jax.vmap(env.other_fraction_satisfied)(final)
   perfect = (jax.vmap(env.outcome)(final) == env.PERFECT).astype(jnp.float32)
   count = jnp.maximum(current.sum(), 1.0)
   return dict(fraction=jnp.sum(fraction * current) / count,

@@ -4,6 +4,7 @@
     dnc-curve --run RUN --metrics valid/accuracy --out curve.png
     dnc-curve --run runs/babi-seeds                       # a sweep: S members
     dnc-curve --run runs/babi-seeds --member 2            # one member
+    dnc-curve --run runs/shrdlu-cpu --table 4000          # text, no PNG
 
 Plots each evaluation metric against the examples seen (training steps x
 batch size, or the examples a curriculum counted), one panel per metric.
@@ -13,6 +14,13 @@ sweep (``dnc-train --seeds S``) each member's curve is drawn thin, with the
 mean over members and a ± 1 s.d. band (at the steps every member was
 evaluated); ``--member M`` draws member ``M`` alone. A setting changed on
 resume (``--allow-change``) is a dashed line labelled with its new value.
+
+``--table N`` prints instead a Markdown table of the *training* lines'
+metrics averaged over windows of ``N`` updates (steps ``[kN, (k+1)N)``):
+the curve of a metric logged every few updates, too noisy to read line by
+line. The default columns are Mini-SHRDLU's ``fraction`` and ``other``
+(and their difference, the go-cue binding gauge) where the run logs them,
+else ``loss``.
 """
 
 from __future__ import annotations
@@ -136,6 +144,68 @@ def member_band(records: Sequence[Dict], metric: str,
   return xs, means, sds
 
 
+def window_means(records: Sequence[Dict], metrics: Sequence[str],
+                 window: int) -> List[Tuple[int, int, List[float]]]:
+  """``(first step, lines, [mean of each metric])`` per window of
+  ``window`` steps holding at least one record, in step order. A record
+  missing a metric does not count towards that metric's mean (NaN when no
+  record of the window has it)."""
+  if window < 1:
+    raise ValueError(f"the window must be >= 1 step, got {window}")
+  groups: Dict[int, List[Dict]] = {}
+  for record in records:
+    groups.setdefault(int(record["step"]) // window, []).append(record)
+  rows = []
+  for index in sorted(groups):
+    group = groups[index]
+    means = []
+    for metric in metrics:
+      values = [float(r[metric]) for r in group
+                if isinstance(r.get(metric), (int, float))]
+      means.append(sum(values) / len(values) if values else float("nan"))
+    rows.append((index * window, len(group), means))
+  return rows
+
+
+def print_table(records: Sequence[Dict], metrics: Sequence[str],
+                window: int) -> None:
+  """:func:`window_means` as Markdown; with ``fraction`` and ``other``
+  among ``metrics`` a ``fraction - other`` column follows."""
+  gap = "fraction" in metrics and "other" in metrics
+  head = ["updates", "lines"] + list(metrics) + (
+      ["fraction - other"] if gap else [])
+  print("| " + " | ".join(head) + " |")
+  print("|" + "---|" * len(head))
+  for start, count, means in window_means(records, metrics, window):
+    cells = [f"{start}-{start + window - 1}", str(count)]
+    cells += [f"{m:.4f}" for m in means]
+    if gap:
+      by_name = dict(zip(metrics, means))
+      cells.append(f"{by_name['fraction'] - by_name['other']:+.4f}")
+    print("| " + " | ".join(cells) + " |")
+
+
+def _table(parser, run: pathlib.Path, metrics: Optional[str],
+           window: int) -> int:
+  try:
+    records = read_records(run, "train")
+    if not records:
+      raise ValueError(f"{run}/metrics.jsonl holds no training line yet")
+    if metrics:
+      names = metrics.split(",")
+    elif all(any(k in r for r in records) for k in ("fraction", "other")):
+      names = ["fraction", "other"]
+    else:
+      names = ["loss"]
+    missing = [m for m in names if not any(m in r for r in records)]
+    if missing:
+      raise ValueError(f"no training line in {run} has {', '.join(missing)}")
+    print_table(records, names, window)
+  except (FileNotFoundError, ValueError) as error:
+    parser.exit(2, f"dnc-curve: error: {error}\n")
+  return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
   parser = argparse.ArgumentParser(
       prog="dnc-curve", description=__doc__.split("\n\n")[0])
@@ -152,8 +222,15 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument("--member", type=int, default=None,
                       help="a sweep's member M alone (default: every "
                       "member, their mean and ± 1 s.d.)")
+  parser.add_argument("--table", type=int, default=None, metavar="N",
+                      help="print the training lines' metrics (--metrics; "
+                      "default Mini-SHRDLU's fraction and other, else loss) "
+                      "averaged over windows of N updates, as Markdown, "
+                      "instead of drawing")
   args = parser.parse_args(argv)
   run = pathlib.Path(args.run)
+  if args.table is not None:
+    return _table(parser, run, args.metrics, args.table)
   try:
     records = read_evaluations(run)
   except (FileNotFoundError, ValueError) as error:

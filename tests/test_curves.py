@@ -92,3 +92,32 @@ def test_a_setting_changed_on_resume_is_marked_where_it_took_effect(
   assert [r["step"] for r in curves.read_evaluations(run)] == [10, 20]
   assert curves.main(["--run", str(run)]) == 0
   assert (run / "learning-curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_table_averages_training_lines_over_windows(tmp_path, capsys):
+  run = _run(tmp_path, [
+      {"kind": "train", "step": 10, "fraction": 0.5, "other": 0.5},
+      {"kind": "train", "step": 90, "fraction": 0.7, "other": 0.4},
+      {"kind": "eval", "step": 100, "valid/fraction": 0.9},
+      {"kind": "train", "step": 100, "fraction": 0.8, "other": 0.2},
+      {"kind": "train", "step": 350, "loss": 1.0}])
+  records = curves.read_records(run, "train")
+  rows = curves.window_means(records, ["fraction", "other"], 100)
+  assert [(start, count) for start, count, _ in rows] == [(0, 2), (100, 1),
+                                                          (300, 1)]
+  assert rows[0][2] == pytest.approx([0.6, 0.45])
+  assert rows[1][2] == pytest.approx([0.8, 0.2])
+  assert all(m != m for m in rows[2][2])  # No fraction there: NaN.
+  assert curves.main(["--run", str(run), "--table", "100"]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0] == "| updates | lines | fraction | other | fraction - other |"
+  assert lines[2] == "| 0-99 | 2 | 0.6000 | 0.4500 | +0.1500 |"
+  assert lines[3] == "| 100-199 | 1 | 0.8000 | 0.2000 | +0.6000 |"
+  assert not (run / "learning-curve.png").exists()
+  with pytest.raises(SystemExit) as exit_info:
+    curves.main(["--run", str(run), "--table", "100", "--metrics", "nope"])
+  assert exit_info.value.code == 2
+  assert "no training line" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    curves.main(["--run", str(run), "--table", "0"])
+  assert "window must be >= 1" in capsys.readouterr().err

@@ -159,6 +159,9 @@ def final_params(out, settings, data):
   return params
 
 
+# slow: dropout in training is test_dropout_is_on_in_training_only; exact
+# resume is the fault, Mini-SHRDLU and graph tests' (docs/testing.md).
+@pytest.mark.slow
 def test_rsdnc_trains_with_dropout_and_resumes_exactly(tmp_path):
   data = write_fixture(tmp_path / "data", stories_per_task=4)
   assert tasks.preset("babi", "rsdnc")["model"]["bypass_dropout"] == 0.1

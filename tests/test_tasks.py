@@ -162,6 +162,9 @@ def test_closed_loop_step_trains_with_curriculum(toy_run):
   assert [e["curriculum"]["length"] for e in evals] == [2, 3, 4]
 
 
+# slow: test_shrdlu_agent.py's resume test resumes a closed-loop task with
+# a curriculum exactly (docs/testing.md).
+@pytest.mark.slow
 def test_closed_loop_resume_is_exact(toy_run, tmp_path):
   full, _, _ = toy_run
   first, task = train_toy(tmp_path, stop_after=3)

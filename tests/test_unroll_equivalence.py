@@ -83,10 +83,11 @@ def check_unroll(links, grid):
 # CI: per link kind, two settings between them covering a remainder chunk
 # (3 over 7 steps), scan unrolling (2 over 7 steps leaves a remainder) and
 # both together. The whole grid (each compiles a gradient) is slow.
-# The dense and indexed links in the default run; the other two share
-# their code paths and run with the whole grid below (`slow`).
+# The dense link in the default run; the others run with the whole grid
+# below (`slow`). The indexed link's gradients are test_gradients.py's and
+# test_fused.py's.
 @pytest.mark.parametrize("links", [
-    l if l in ("dense", "indexed") else pytest.param(l, marks=pytest.mark.slow)
+    l if l == "dense" else pytest.param(l, marks=pytest.mark.slow)
     for l in LINKS])
 def test_unroll_equals_dynamic_unroll(links):
   check_unroll(links, [(None, 2), (3, 2)])

@@ -38,12 +38,13 @@ def backward_fn(config):
 def test_shapes_and_parameters():
   config = tiny()
   model = babi_model("brsdnc", config)
-  params = model.init(jax.random.PRNGKey(0), inputs())
-  out = model.apply(params, inputs())
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), inputs())
+  out = jax.jit(model.apply)(params, inputs())
   assert out.shape == (T, B, 3)
   back = backward_fn(config)
-  assert back.apply(back.init(jax.random.PRNGKey(0), inputs()),
-                    inputs()).shape == (T, B, 6)
+  assert jax.jit(back.apply)(jax.jit(back.init)(jax.random.PRNGKey(0),
+                                                inputs()),
+                             inputs()).shape == (T, B, 6)
   # Forward controller: [x, reads]; interface and output: [h, b] (+ reads).
   assert params["brsdnc/forward_controller/~/lstm/linear"]["w"].shape == (
       X + 2 * 3 + 6, 4 * 6)
@@ -57,27 +58,29 @@ def test_backward_state_sees_only_the_inputs_from_its_step_on():
   config = tiny()
   back = backward_fn(config)
   x = inputs()
-  params = back.init(jax.random.PRNGKey(0), x)
+  params = jax.jit(back.init)(jax.random.PRNGKey(0), x)
   s = 2
   perturbed = x.at[s].add(1.0)
-  a, b = back.apply(params, x), back.apply(params, perturbed)
+  back_apply = jax.jit(back.apply)
+  a, b = back_apply(params, x), back_apply(params, perturbed)
   np.testing.assert_array_equal(a[s + 1:], b[s + 1:])  # After s: unchanged.
   assert all(float(jnp.max(jnp.abs(a[t] - b[t]))) > 1e-4
              for t in range(s + 1))  # At s and before: changed.
   # The whole model: through b, the first output depends on the last input
   # (a unidirectional DNC's could not).
   model = babi_model("brsdnc", config)
-  mparams = model.init(jax.random.PRNGKey(0), x)
+  mparams = jax.jit(model.init)(jax.random.PRNGKey(0), x)
   last = x.at[T - 1].add(1.0)
-  assert float(jnp.max(jnp.abs(model.apply(mparams, x)[0]
-                               - model.apply(mparams, last)[0]))) > 1e-6
+  model_apply = jax.jit(model.apply)
+  assert float(jnp.max(jnp.abs(model_apply(mparams, x)[0]
+                               - model_apply(mparams, last)[0]))) > 1e-6
 
 
 def test_jit_and_remat_match():
   config = tiny(bypass_dropout=0.3)
   model = babi_model("brsdnc", config)
   x = inputs()
-  params = model.init(jax.random.PRNGKey(0), x)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), x)
   eager = model.apply(params, x)
   np.testing.assert_allclose(jax.jit(model.apply)(params, x), eager,
                              rtol=1e-5, atol=1e-6)

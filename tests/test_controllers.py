@@ -63,7 +63,8 @@ def test_builtin_controllers_keep_their_parameter_paths(controller):
     core = DNC(cfg)
     return hk.dynamic_unroll(core, x, core.initial_state(B))
 
-  params = hk.transform(f).init(jax.random.PRNGKey(0), jnp.zeros((T, B, X)))
+  params = jax.jit(hk.transform(f).init)(jax.random.PRNGKey(0),
+                                         jnp.zeros((T, B, X)))
   assert names(params) == PARAMS_0_1_0[controller]
 
 
@@ -78,7 +79,7 @@ def test_gru_controller_under_jit_and_grad():
   cfg = config(memory_backend="xla")
   model = unrolled(lambda: DNC(cfg, controller=hk.GRU(7, name="gru")), None)
   xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, X), jnp.float32)
-  params = model.init(jax.random.PRNGKey(0), xs)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), xs)
   # The GRU's parameters exist, and no LSTM was built.
   assert any("gru" in m for m in params)
   assert not any("lstm" in m for m in params)
@@ -101,7 +102,7 @@ def test_deep_rnn_controller():
 
   xs = jnp.ones((T, B, X), jnp.float32)
   model = unrolled(core, xs)
-  params = model.init(jax.random.PRNGKey(0), xs)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), xs)
   assert params["dnc/~/memory_access/~parse/interface"]["w"].shape[0] == 5
   out = jax.jit(model.apply)(params, xs)
   assert out.shape == (T, B, 3) and np.all(np.isfinite(out))
@@ -121,10 +122,11 @@ def test_read_words_output_equals_the_projection_inputs():
 
   plain, raw = step(False), step(True)
   x = jax.random.normal(jax.random.PRNGKey(2), (B, X), jnp.float32)
-  params = plain.init(jax.random.PRNGKey(0), x)
-  assert "dnc/output_linear" not in raw.init(jax.random.PRNGKey(0), x)
-  out = plain.apply(params, x)
-  controller_output, words = raw.apply(params, x)
+  params = jax.jit(plain.init)(jax.random.PRNGKey(0), x)
+  assert "dnc/output_linear" not in jax.eval_shape(
+      raw.init, jax.random.PRNGKey(0), x)
+  out = jax.jit(plain.apply)(params, x)
+  controller_output, words = jax.jit(raw.apply)(params, x)
   assert controller_output.shape == (B, 64) and words.shape == (B, 2, 4)
   lin = params["dnc/output_linear"]
   want = (np.concatenate([controller_output, words.reshape(B, -1)], -1)
@@ -146,8 +148,8 @@ def test_initial_state_none_is_unbatched_and_steps():
 
   f = hk.without_apply_rng(hk.transform(f))
   x = jax.random.normal(jax.random.PRNGKey(3), (X,), jnp.float32)
-  params = f.init(jax.random.PRNGKey(0), x)
-  out_b, out_u, state = f.apply(params, x)
+  params = jax.jit(f.init)(jax.random.PRNGKey(0), x)
+  out_b, out_u, state = jax.jit(f.apply)(params, x)
   np.testing.assert_allclose(out_u, out_b, rtol=1e-5, atol=1e-6)
   assert state.read_words.shape == (2, 4)
 

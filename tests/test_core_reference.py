@@ -111,7 +111,7 @@ def test_whole_dnc_steps_match_the_reference(name):
   f = hk.transform(run)
   rng = np.random.default_rng(0)
   inputs = rng.normal(size=(T, B, X))
-  params = f.init(jax.random.PRNGKey(1), inputs)
+  params = jax.jit(f.init)(jax.random.PRNGKey(1), inputs)
   scale = 2.0 if config.clip_value < 1 else 1.0
   params = jax.tree.map(lambda p: scale * p, params)
   assert all(p.dtype == jnp.float64 for p in jax.tree.leaves(params))

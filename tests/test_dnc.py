@@ -62,7 +62,7 @@ def test_jitted_unroll_agrees_with_python_loop(name):
   config = CONFIGS[name]
   x = inputs_for().astype(jnp.float64)
   unroll, loop = unroll_fn(config), loop_fn(config)
-  params = unroll.init(jax.random.PRNGKey(1), x)
+  params = jax.jit(unroll.init)(jax.random.PRNGKey(1), x)
   out_unroll, state_unroll = jax.jit(unroll.apply)(params, x)
   out_loop, state_loop = loop.apply(params, x)
   assert out_unroll.shape == (T, B, config.output_size)
@@ -77,7 +77,7 @@ def test_float32_unroll_keeps_float32():
   config = CONFIGS["lstm"]
   x = inputs_for(t=5)
   unroll = unroll_fn(config)
-  params = unroll.init(jax.random.PRNGKey(1), x)
+  params = jax.jit(unroll.init)(jax.random.PRNGKey(1), x)
   out, state = jax.jit(unroll.apply)(params, x)
   assert out.dtype == jnp.float32
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state))
@@ -88,7 +88,7 @@ def test_gradient_through_unroll_is_finite(name):
   config = CONFIGS[name]
   x = inputs_for(t=20)
   unroll = unroll_fn(config)
-  params = unroll.init(jax.random.PRNGKey(1), x)
+  params = jax.jit(unroll.init)(jax.random.PRNGKey(1), x)
 
   def loss(p):
     out, _ = unroll.apply(p, x)
@@ -104,10 +104,11 @@ def test_vmap_over_independent_runs_matches_each_run():
   config = CONFIGS["lstm"]
   xs = jnp.stack([inputs_for(seed=s, t=10) for s in range(3)])
   unroll = unroll_fn(config)
-  params = unroll.init(jax.random.PRNGKey(1), xs[0])
-  batched, _ = jax.vmap(unroll.apply, in_axes=(None, 0))(params, xs)
+  params = jax.jit(unroll.init)(jax.random.PRNGKey(1), xs[0])
+  batched, _ = jax.jit(jax.vmap(unroll.apply, in_axes=(None, 0)))(params, xs)
+  apply = jax.jit(unroll.apply)
   for s in range(3):
-    single, _ = unroll.apply(params, xs[s])
+    single, _ = apply(params, xs[s])
     np.testing.assert_allclose(batched[s], single, atol=1e-5, rtol=1e-5)
 
 
@@ -116,10 +117,11 @@ def test_vmap_over_parameters():
   x = inputs_for(t=6)
   unroll = unroll_fn(config)
   keys = jax.random.split(jax.random.PRNGKey(0), 2)
-  params = jax.vmap(lambda k: unroll.init(k, x))(keys)
-  outs, _ = jax.vmap(unroll.apply, in_axes=(0, None))(params, x)
+  params = jax.jit(jax.vmap(lambda k: unroll.init(k, x)))(keys)
+  outs, _ = jax.jit(jax.vmap(unroll.apply, in_axes=(0, None)))(params, x)
   first = jax.tree.map(lambda p: p[0], params)
-  np.testing.assert_allclose(outs[0], unroll.apply(first, x)[0], atol=1e-5)
+  np.testing.assert_allclose(outs[0], jax.jit(unroll.apply)(first, x)[0],
+                             atol=1e-5)
   assert not np.allclose(outs[0], outs[1])
 
 
@@ -153,7 +155,7 @@ def test_state_structure_and_shapes():
 
   f = hk.without_apply_rng(hk.transform(fn))
   x = jnp.ones((B, X))
-  state, new = f.apply(f.init(jax.random.PRNGKey(0), x), x)
+  state, new = jax.jit(f.apply)(jax.jit(f.init)(jax.random.PRNGKey(0), x), x)
   assert isinstance(new, DNCState)
   assert jax.tree.structure(state) == jax.tree.structure(new)
   assert new.read_words.shape == (B, 2, 6)
@@ -170,7 +172,8 @@ def test_return_interface_and_feedforward_state():
 
   f = hk.without_apply_rng(hk.transform(fn))
   x = inputs_for(t=4)
-  (out, iface), state = f.apply(f.init(jax.random.PRNGKey(0), x), x)
+  (out, iface), state = jax.jit(f.apply)(
+      jax.jit(f.init)(jax.random.PRNGKey(0), x), x)
   assert out.shape == (4, B, 4)
   assert iface.free_gates.shape == (4, B, 2)
   assert iface.read_modes.shape == (4, B, 2, 3)
@@ -182,9 +185,9 @@ def test_outputs_are_clipped():
   config = small_config(clip_value=0.5)
   f = unroll_fn(config)
   x = 100.0 * inputs_for(t=5)
-  params = f.init(jax.random.PRNGKey(0), x)
+  params = jax.jit(f.init)(jax.random.PRNGKey(0), x)
   params = jax.tree.map(lambda p: 50.0 * p, params)
-  out, state = f.apply(params, x)
+  out, state = jax.jit(f.apply)(params, x)
   assert float(jnp.max(jnp.abs(out))) <= 0.5
   assert float(jnp.max(jnp.abs(state.controller_state.cell))) <= 0.5
 
@@ -195,10 +198,10 @@ def test_clip_gradient():
   config = small_config(controller_grad_clip=1e-3)
   x = inputs_for(t=5)
   clipped, plain = unroll_fn(config), unroll_fn(small_config())
-  params = plain.init(jax.random.PRNGKey(0), x)
+  params = jax.jit(plain.init)(jax.random.PRNGKey(0), x)
 
   def grads(f):
-    return jax.grad(lambda p: jnp.sum(f.apply(p, x)[0] ** 2))(params)
+    return jax.jit(jax.grad(lambda p: jnp.sum(f.apply(p, x)[0] ** 2)))(params)
 
   g_clip = grads(clipped)["dnc/~/lstm/linear"]["w"]
   g_plain = grads(plain)["dnc/~/lstm/linear"]["w"]
@@ -249,11 +252,11 @@ def test_chunked_remat_unroll_equals_plain_unroll(chunk, scan_unroll):
     return hk.without_apply_rng(hk.transform(fn))
 
   plain, chunked = build(None), build(chunk, scan_unroll)
-  params = plain.init(jax.random.PRNGKey(1), x)
+  params = jax.jit(plain.init)(jax.random.PRNGKey(1), x)
   # Both name their parameters alike, so either's init serves the other.
-  assert jax.tree.structure(chunked.init(jax.random.PRNGKey(1), x)) == (
-      jax.tree.structure(params))
-  out_plain, state_plain = plain.apply(params, x)
+  assert jax.tree.structure(jax.eval_shape(
+      chunked.init, jax.random.PRNGKey(1), x)) == jax.tree.structure(params)
+  out_plain, state_plain = jax.jit(plain.apply)(params, x)
   out_chunked, state_chunked = jax.jit(chunked.apply)(params, x)
   np.testing.assert_allclose(out_chunked, out_plain, atol=1e-6)
   for a, b in zip(jax.tree.leaves(state_chunked), jax.tree.leaves(state_plain)):
@@ -262,7 +265,7 @@ def test_chunked_remat_unroll_equals_plain_unroll(chunk, scan_unroll):
   def loss(f, p):
     return jnp.sum(f.apply(p, x)[0] ** 2)
 
-  g_plain = jax.grad(lambda p: loss(plain, p))(params)
+  g_plain = jax.jit(jax.grad(lambda p: loss(plain, p)))(params)
   g_chunked = jax.jit(jax.grad(lambda p: loss(chunked, p)))(params)
   for a, b in zip(jax.tree.leaves(g_chunked), jax.tree.leaves(g_plain)):
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)

@@ -62,8 +62,8 @@ def assert_close(a, b, atol):
 @pytest.mark.parametrize("shape", SHAPE_PARAMS, ids=str)
 def test_values_and_gradients_equal_the_xla_path(shape):
   iface, state, rng = case(shape)
-  want, pull_want = jax.vjp(xla, iface, state)
-  got, pull_got = jax.vjp(kernel, iface, state)
+  want, pull_want = jax.vjp(jax.jit(xla), iface, state)
+  got, pull_got = jax.vjp(jax.jit(kernel), iface, state)
   assert jax.tree.structure(got) == jax.tree.structure(want)
   assert_close(got, want, 1e-12)
   cotangent = jax.tree.map(lambda x: rng.normal(size=np.shape(x)), want)
@@ -83,17 +83,17 @@ def test_check_grads_through_the_kernel():
         usage=usage))
     return words, new.memory, new.usage, new.linkage.link, new.read_weights
 
-  check_grads(step, (iface, state.memory, state.read_weights, state.linkage,
-                     state.usage), order=1, modes=("rev",), atol=1e-5,
-              rtol=1e-5, eps=1e-6)
+  check_grads(jax.jit(step), (iface, state.memory, state.read_weights,
+                              state.linkage, state.usage), order=1,
+              modes=("rev",), atol=1e-5, rtol=1e-5, eps=1e-6)
 
 
 def test_float32_matches_float64_closely():
   iface, state, _ = case(SHAPES[0])
   f32 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), (iface, state))
-  got = kernel(*f32)
+  got = jax.jit(kernel)(*f32)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(got))
-  assert_close(got, xla(iface, state), 1e-5)
+  assert_close(got, jax.jit(xla)(iface, state), 1e-5)
 
 
 def test_vmap_and_jit_over_the_kernel():
@@ -101,7 +101,7 @@ def test_vmap_and_jit_over_the_kernel():
   stacked = jax.tree.map(lambda x: np.stack([x, 0.5 * x]), (iface, state))
   batched = jax.jit(jax.vmap(kernel))(*stacked)
   for k in range(2):
-    single = xla(*jax.tree.map(lambda x: x[k], stacked))
+    single = jax.jit(xla)(*jax.tree.map(lambda x: x[k], stacked))
     assert_close(jax.tree.map(lambda x: x[k], batched), single, 1e-12)
 
 
@@ -111,15 +111,16 @@ def test_auto_uses_the_kernel_on_cpu_and_agrees():
   assert "DncMemoryStepForward" in lowered
   assert "DncMemoryStepForward" not in jax.jit(xla).lower(
       iface, state).as_text()
-  assert_close(memory_step(iface, state), xla(iface, state), 1e-12)
+  assert_close(jax.jit(memory_step)(iface, state), jax.jit(xla)(iface, state),
+               1e-12)
 
 
 def test_zero_state_gives_finite_gradients():
   config = DNCConfig(output_size=1, memory_size=6, word_size=3, num_reads=2)
   state = initial_access_state(config, 2, jnp.float64)
   iface, _, _ = case((2, 6, 3, 2, 1, True))
-  grads = jax.grad(lambda i, s: jnp.sum(kernel(i, s)[0] ** 2),
-                   argnums=(0, 1))(iface, state)
+  grads = jax.jit(jax.grad(lambda i, s: jnp.sum(kernel(i, s)[0] ** 2),
+                           argnums=(0, 1)))(iface, state)
   assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grads))
 
 
@@ -131,10 +132,11 @@ def sparse_case(storage, seed=0):
                      num_writes=h, link_sparsity=3, link_storage=storage)
   state = initial_access_state(config, b, jnp.float64)
   k = None if storage == "indexed" else 3
+  step = jax.jit(lambda i, s: memory_step(i, s, link_sparsity=k,
+                                          backend="xla")[1])
   for _ in range(4):
     # Sharp interfaces concentrate writes, so links survive the 1/K cut.
-    state = memory_step(random_interface(rng, b, r, h, w, sharp=3.0), state,
-                        link_sparsity=k, backend="xla")[1]
+    state = step(random_interface(rng, b, r, h, w, sharp=3.0), state)
   return random_interface(rng, b, r, h, w, sharp=3.0), state, k, rng
 
 
@@ -152,8 +154,8 @@ def test_sparse_link_kernels_equal_the_xla_path(storage, seed):
   assert np.count_nonzero(floats(state.linkage)[0]) > 0  # links exist
   step = lambda backend: lambda i, s: memory_step(i, s, link_sparsity=k,
                                                   backend=backend)
-  want, pull_want = jax.vjp(step("xla"), iface, state)
-  got, pull_got = jax.vjp(step("fused"), iface, state)
+  want, pull_want = jax.vjp(jax.jit(step("xla")), iface, state)
+  got, pull_got = jax.vjp(jax.jit(step("fused")), iface, state)
   assert jax.tree.structure(got) == jax.tree.structure(want)
   for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-12)
@@ -186,11 +188,11 @@ def link_step_case(dtype, k, seed=0):
   precedence = jnp.zeros((b, h, n), dtype)
   # Sharp write weights concentrate, so links survive the 1/K cut.
   sharp = lambda *shape: jax.nn.softmax(as_float(4 * rng.normal(size=shape)))
+  update = jax.jit(lambda *a: indexed.update(*a, backend="xla"))
   for _ in range(4):
     write = 0.9 * sharp(b, h, n)
-    indices, values = indexed.update(indices, values, precedence, write,
-                                     backend="xla")
-    precedence = addressing.precedence_update(precedence, write)
+    indices, values = update(indices, values, precedence, write)
+    precedence = jax.jit(addressing.precedence_update)(precedence, write)
   operands = (values, precedence, 0.9 * sharp(b, h, n), sharp(b, r, n),
               sharp(b, r, n), jax.nn.softmax(as_float(rng.normal(
                   size=(b, r, 1 + 2 * h)))), as_float(rng.normal(
@@ -209,8 +211,8 @@ def test_sparse_link_step_kernel_equals_the_xla_path(dtype, atol, k):
   assert np.count_nonzero(operands[0]) > 0  # links exist
   step = lambda backend: lambda *ops: indexed.link_step(indices, *ops,
                                                         backend=backend)
-  want, pull_want = jax.vjp(step("xla"), *operands)
-  got, pull_got = jax.vjp(step("auto"), *operands)
+  want, pull_want = jax.vjp(jax.jit(step("xla")), *operands)
+  got, pull_got = jax.vjp(jax.jit(step("auto")), *operands)
   np.testing.assert_array_equal(got.indices, want.indices)
   for x, y in zip(got[1:], want[1:]):
     assert x.dtype == dtype
@@ -254,8 +256,9 @@ def test_check_grads_through_the_sparse_link_kernels():
     return sparse_link.update(linkage.link_indices, values, precedence,
                               write)[1]
 
-  check_grads(update_values, (linkage.link_values, linkage.precedence_weights,
-                              write_weights), order=1, modes=("rev",),
+  check_grads(jax.jit(update_values),
+              (linkage.link_values, linkage.precedence_weights,
+               write_weights), order=1, modes=("rev",),
               atol=1e-5, rtol=1e-5, eps=1e-6)
 
   num_writes = linkage.link_values.shape[-3]
@@ -270,11 +273,12 @@ def test_check_grads_through_the_sparse_link_kernels():
 
   args = (linkage.link_values, state.read_weights, content, read_modes,
           state.memory)
-  check_grads(read_out, args, order=1, modes=("rev",), atol=1e-5, rtol=1e-5,
-              eps=1e-6)
+  check_grads(jax.jit(read_out), args, order=1, modes=("rev",), atol=1e-5,
+              rtol=1e-5, eps=1e-6)
   assert "DncSparseReadOut" in jax.jit(read_out).lower(*args).as_text()
-  for got, want in zip(read_out(*args), sparse_link.read_out(
-      linkage.link_indices, *args, backend="xla")):
+  for got, want in zip(jax.jit(read_out)(*args), jax.jit(
+      lambda *a: sparse_link.read_out(linkage.link_indices, *a,
+                                      backend="xla"))(*args)):
     np.testing.assert_allclose(got, want, atol=1e-12)
   lowered = jax.jit(update_values).lower(
       linkage.link_values, linkage.precedence_weights, write_weights).as_text()

@@ -18,8 +18,8 @@ def test_content_weights_gradient():
   rng = np.random.default_rng(0)
   args = (rng.normal(size=(2, 7, 3)), rng.normal(size=(2, 2, 3)),
           rng.uniform(1, 5, size=(2, 2)))
-  check_grads(addressing.content_weights, args, order=2, modes=("fwd", "rev"),
-              **TOL)
+  check_grads(jax.jit(addressing.content_weights), args, order=2,
+              modes=("fwd", "rev"), **TOL)
 
 
 def test_content_weights_gradient_at_zero_memory():
@@ -28,8 +28,8 @@ def test_content_weights_gradient_at_zero_memory():
           rng.uniform(1, 5, size=(2, 2)))
   # Near M = 0 the norm is sqrt(ε) ~ 1e-3, so the curvature is large: take a
   # finer finite-difference step than elsewhere.
-  check_grads(addressing.content_weights, args, order=1, modes=("rev",),
-              atol=1e-5, rtol=1e-5, eps=1e-8)
+  check_grads(jax.jit(addressing.content_weights), args, order=1,
+              modes=("rev",), atol=1e-5, rtol=1e-5, eps=1e-8)
 
 
 def test_allocation_gradient():
@@ -59,9 +59,9 @@ def test_link_update_gradient():
   prev = rng.uniform(size=(2, 1, 6, 6)) / 6 * (1 - np.eye(6))
   args = (prev, rng.uniform(size=(2, 1, 6)) / 6,
           rng.dirichlet(np.ones(6), size=(2, 1)) * 0.8)
-  check_grads(addressing.link_update, args, order=2, modes=("fwd", "rev"),
-              **TOL)
-  check_grads(addressing.directional_weights,
+  check_grads(jax.jit(addressing.link_update), args, order=2,
+              modes=("fwd", "rev"), **TOL)
+  check_grads(jax.jit(addressing.directional_weights),
               (prev, rng.uniform(size=(2, 3, 6)) / 6), order=1,
               modes=("rev",), **TOL)
 
@@ -95,8 +95,9 @@ def test_indexed_sparse_link_gradient_equals_dense_truncated():
   np.testing.assert_allclose(indexed_loss(*args), dense_loss(*args),
                              atol=1e-12)
   assert dense_loss(*args) > 0.01
-  for g_i, g_d in zip(jax.grad(indexed_loss, argnums=(0, 1, 2))(*args),
-                      jax.grad(dense_loss, argnums=(0, 1, 2))(*args)):
+  for g_i, g_d in zip(
+      jax.jit(jax.grad(indexed_loss, argnums=(0, 1, 2)))(*args),
+      jax.jit(jax.grad(dense_loss, argnums=(0, 1, 2)))(*args)):
     np.testing.assert_allclose(g_i, g_d, atol=1e-10)
 
 
@@ -115,8 +116,9 @@ def test_full_step_gradient():
     words, new = memory_step(iface, full)
     return words, new.memory, new.usage, new.linkage.link
 
-  check_grads(step, (iface, state.memory, state.read_weights, state.linkage,
-                     state.usage), order=1, modes=("rev",), **TOL)
+  check_grads(jax.jit(step), (iface, state.memory, state.read_weights,
+                              state.linkage, state.usage), order=1,
+              modes=("rev",), **TOL)
 
 
 

@@ -117,7 +117,8 @@ def test_memory_step_backward_kernel_matches_xla_gradients():
   grad_fused = jax.grad(loss("fused"), argnums=(0, 1))
   assert "DncMemoryStepBackwardF64" in hlo(grad_fused, iface, state)
   got = jax.tree.leaves(jax.jit(grad_fused)(iface, state))
-  want = jax.tree.leaves(jax.grad(loss("xla"), argnums=(0, 1))(iface, state))
+  want = jax.tree.leaves(
+      jax.jit(jax.grad(loss("xla"), argnums=(0, 1)))(iface, state))
   assert len(got) == len(want)
   for x, y in zip(got, want):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-9)
@@ -186,9 +187,9 @@ def test_sparse_link_vjp_kernels_match_xla_gradients():
   # the memory step's backward kernel), from a state with links.
   rng = np.random.default_rng(2)
   state = initial_access_state(sparse_config(), SB, np.float64)
+  xla_step = jax.jit(lambda i, s: memory_step(i, s, backend="xla")[1])
   for _ in range(2):
-    state = memory_step(random_interface(rng, SB, SR, SH, SW, sharp=3.0),
-                        state, backend="xla")[1]
+    state = xla_step(random_interface(rng, SB, SR, SH, SW, sharp=3.0), state)
   assert np.count_nonzero(state.linkage.link_values) > 0
   iface = random_interface(rng, SB, SR, SH, SW, sharp=3.0)
   weights = rng.normal(size=(SB, SR, SW))
@@ -211,7 +212,7 @@ def test_sparse_link_vjp_kernels_match_xla_gradients():
   assert "DncSparseLinkStepVjp" in text
   got = jax.tree.leaves(jax.jit(grad_fused)(*args))
   want = jax.tree.leaves(
-      jax.grad(loss("xla"), argnums=tuple(range(5)))(*args))
+      jax.jit(jax.grad(loss("xla"), argnums=tuple(range(5))))(*args))
   assert len(got) == len(want)
   for x, y in zip(got, want):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-9)

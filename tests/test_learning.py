@@ -64,7 +64,7 @@ def train_and_evaluate(writes, seed=0):
   """Bit error rate on fresh sequences after training."""
   f = model(writes)
   rng = np.random.default_rng(seed)
-  params = f.init(jax.random.PRNGKey(seed), copy_batch(rng)[0])
+  params = jax.jit(f.init)(jax.random.PRNGKey(seed), copy_batch(rng)[0])
   optimizer = optax.adam(LEARNING_RATE)
   opt_state = optimizer.init(params)
 

@@ -388,8 +388,9 @@ def test_weighting_grad_clip_bounds_the_recurrent_gradient_only():
     f = hk.without_apply_rng(hk.transform(fn))
     params = f.init(jax.random.PRNGKey(0), inputs, read0, write0)
     loss = lambda p, r, w: jnp.sum(jnp.sin(f.apply(p, inputs, r, w)))
-    results[bound] = (f.apply(params, inputs, read0, write0),
-                      jax.grad(loss, argnums=(1, 2))(params, read0, write0))
+    results[bound] = (jax.jit(f.apply)(params, inputs, read0, write0),
+                      jax.jit(jax.grad(loss, argnums=(1, 2)))(params, read0,
+                                                              write0))
   (out, (g_read, g_write)), (out_c, (g_read_c, g_write_c)) = (
       results[None], results[1e-4])
   np.testing.assert_array_equal(out, out_c)

@@ -147,8 +147,8 @@ def test_gradients_through_the_step_with_every_option():
   args = (state.memory, iface.read_keys, iface.read_masks, iface.write_masks,
           iface.link_sharpness, iface.free_gates, state.read_weights)
   # Reverse mode: the dense link step has a hand-written VJP only.
-  check_grads(loss, args, order=1, modes=("rev",), atol=1e-5, rtol=1e-5,
-              eps=1e-6)
+  check_grads(jax.jit(loss), args, order=1, modes=("rev",), atol=1e-5,
+              rtol=1e-5, eps=1e-6)
 
 
 def test_sharpen_gradient():
@@ -264,7 +264,7 @@ def test_default_keeps_the_fused_fast_path():
   for changes, fused_expected in ((dict(), True), (DNC_MD, False),
                                   (dict(link_sharpness=True), False)):
     model = core_fn(small(**changes))
-    params = model.init(jax.random.PRNGKey(0), xs)
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), xs)
     hlo = jax.jit(model.apply).lower(params, None, xs).as_text()
     assert ("DncMemoryStepForward" in hlo) == fused_expected, changes
 
@@ -272,12 +272,13 @@ def test_default_keeps_the_fused_fast_path():
 def test_options_off_equal_the_default_exactly():
   xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, X), jnp.float32)
   plain = core_fn(small())
-  params = plain.init(jax.random.PRNGKey(0), xs)
+  params = jax.jit(plain.init)(jax.random.PRNGKey(0), xs)
   off = core_fn(small(content_masking=False, deallocation=False,
                       link_sharpness=False, controller_layer_norm=False,
                       interface_layer_norm=False, bypass_dropout=0.0),
                 is_training=True)
-  assert jax.tree.structure(off.init(jax.random.PRNGKey(0), xs)) == \
+  assert jax.tree.structure(jax.eval_shape(off.init, jax.random.PRNGKey(0),
+                                          xs)) == \
       jax.tree.structure(params)
   want = plain.apply(params, None, xs)
   got = off.apply(params, jax.random.PRNGKey(3), xs)
@@ -290,7 +291,7 @@ def test_options_change_the_interface_width_and_run():
   config = small(**DNC_MSD, controller_layer_norm=True,
                  interface_layer_norm=True, bypass_dropout=0.5)
   model = core_fn(config, is_training=True)
-  params = model.init(jax.random.PRNGKey(0), xs)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), xs)
   w = params["dnc/~/memory_access/~parse/interface"]["w"]
   assert w.shape[1] == config.interface_size == 33 + 8 + 4 + 4
   out, _ = jax.jit(model.apply)(params, jax.random.PRNGKey(2), xs)
@@ -302,7 +303,7 @@ def test_layer_norm_parameter_paths(controller):
   config = small(controller=controller, num_layers=2,
                  controller_layer_norm=True)
   xs = jnp.zeros((T, B, X), jnp.float32)
-  params = core_fn(config).init(jax.random.PRNGKey(0), xs)
+  params = jax.jit(core_fn(config).init)(jax.random.PRNGKey(0), xs)
   prefix = "dnc/~/lstm" if controller == "lstm" else "dnc/~/lstm_0"
   assert set(params[prefix + "/linear"]) == {"w"}
   assert set(params[prefix + "/gates_layer_norm"]) == {"scale", "offset"}
@@ -348,7 +349,7 @@ def test_bypass_dropout_off_when_not_training():
   xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, X), jnp.float32)
   config = small(bypass_dropout=0.5)
   model = core_fn(config)
-  params = model.init(jax.random.PRNGKey(0), xs)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), xs)
   a = model.apply(params, None, xs)  # No rng needed.
   b = core_fn(small()).apply(params, None, xs)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
@@ -362,7 +363,7 @@ def test_bypass_dropout_masks_only_the_controller_output():
   eval_raw = core_fn(config, return_read_words=True)
   train_raw = core_fn(config, is_training=True, return_read_words=True)
   train = core_fn(config, is_training=True)
-  params = train.init(jax.random.PRNGKey(0), xs)
+  params = jax.jit(train.init)(jax.random.PRNGKey(0), xs)
   key = jax.random.PRNGKey(5)
   (h, words), state = eval_raw.apply(params, None, xs)
   (dropped, train_words), train_state = train_raw.apply(params, key, xs)

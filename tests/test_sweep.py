@@ -127,7 +127,7 @@ def test_sweep_optimizer_matches_the_plain_optimizer():
   task, model = _setup("xla")
   config = OptimizerConfig(**dict(SETTINGS["optimizer"], momentum=0.5))
   batch = task.sample(np.random.default_rng(0), 4)
-  params = model.init(jax.random.PRNGKey(0), batch.inputs)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), batch.inputs)
   results = []
   for optimizer in (make_optimizer(config),
                     sweep.sweep_optimizer(config)(config)):

@@ -5,16 +5,13 @@ Every killed run is resumed; the resumed runs must end with parameters
 bit-identical to an uninterrupted run's, and log the same losses.
 """
 
-import atexit
 import errno
 import json
 import os
 import pathlib
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import jax
@@ -39,8 +36,6 @@ _RNG = np.random.default_rng(int(os.environ.get("DNC_FAULT_SEED", "11")))
 # under the slow marker (python -m pytest -m slow tests/test_faults.py).
 KILLS = int(os.environ.get("DNC_FAULT_KILLS", "6"))
 SLOW_KILLS = 20
-CACHE = pathlib.Path(tempfile.mkdtemp(prefix="dnc-fault-jax-cache-"))
-atexit.register(shutil.rmtree, CACHE, ignore_errors=True)
 
 
 def _kill_points(kills):
@@ -55,11 +50,11 @@ def _kill_points(kills):
 
 
 def _env(extra=None):
-  """Subprocesses share a persistent compilation cache: each compiles once
+  """Subprocesses share the run's persistent compilation cache (conftest.py
+  puts it in the environment), every executable in it: each compiles once
   per session, not once per process (the same executables, so the same
   bits)."""
-  return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(CACHE),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+  return dict(os.environ, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", **(extra or {}))
 
 

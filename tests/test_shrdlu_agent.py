@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax._src import compilation_cache
 
 from experiments import checkpoints
 from experiments import cli
@@ -88,24 +87,7 @@ def _lines(out, kind):
 
 
 @pytest.fixture(scope="module")
-def compile_once(tmp_path_factory):
-  names = ("jax_compilation_cache_dir",
-           "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  old = {name: jax.config.values[name] for name in names}
-  jax.config.update(names[0], str(tmp_path_factory.mktemp("jax-cache")))
-  jax.config.update(names[1], 0.0)
-  jax.config.update(names[2], 0)
-  compilation_cache.reset_cache()
-  yield
-  for name, value in old.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
-
-
-@pytest.fixture(scope="module")
-def full_run(tmp_path_factory, compile_once):
-  del compile_once
+def full_run(tmp_path_factory):
   out = tmp_path_factory.mktemp("shrdlu-full")
   return out, _run(out)
 

@@ -4,11 +4,8 @@ import json
 import os
 import pathlib
 import socket
-import shutil
 import subprocess
 import sys
-import tempfile
-import atexit
 
 import jax
 import numpy as np
@@ -29,8 +26,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 WORKER = pathlib.Path(__file__).parent / "sweep_worker.py"
 SETTINGS = sweep_worker.SETTINGS
 # Subprocesses share a persistent compilation cache: each step compiles once.
-CACHE = pathlib.Path(tempfile.mkdtemp(prefix="dnc-sweep-jax-cache-"))
-atexit.register(shutil.rmtree, CACHE, ignore_errors=True)
 
 
 def _setup(backend="fused"):
@@ -236,8 +231,8 @@ def test_plot_draws_a_sweep_member(tmp_path, capsys):
 
 
 def _env(**extra):
+  # The run's compilation cache (conftest.py) comes with os.environ.
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
-             JAX_COMPILATION_CACHE_DIR=str(CACHE),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", **extra)
   for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",

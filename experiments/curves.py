@@ -20,7 +20,8 @@ metrics averaged over windows of ``N`` updates (steps ``[kN, (k+1)N)``):
 the curve of a metric logged every few updates, too noisy to read line by
 line. The default columns are Mini-SHRDLU's ``fraction`` and ``other``
 (and their difference, the go-cue binding gauge) where the run logs them,
-else ``loss``.
+else ``loss``. On a sweep it prints one table per member, or member
+``M``'s alone with ``--member M``.
 """
 
 from __future__ import annotations
@@ -186,11 +187,19 @@ def print_table(records: Sequence[Dict], metrics: Sequence[str],
 
 
 def _table(parser, run: pathlib.Path, metrics: Optional[str],
-           window: int) -> int:
+           window: int, member: Optional[int]) -> int:
   try:
     records = read_records(run, "train")
     if not records:
       raise ValueError(f"{run}/metrics.jsonl holds no training line yet")
+    members = members_of(records)
+    if member is not None:
+      if member not in members:
+        raise ValueError(f"--member {member}: " + (
+            f"{run} logs members {members}" if members
+            else f"{run} is not a sweep"))
+      records = [r for r in records if r.get("member") == member]
+      members = []
     if metrics:
       names = metrics.split(",")
     elif all(any(k in r for r in records) for k in ("fraction", "other")):
@@ -200,7 +209,14 @@ def _table(parser, run: pathlib.Path, metrics: Optional[str],
     missing = [m for m in names if not any(m in r for r in records)]
     if missing:
       raise ValueError(f"no training line in {run} has {', '.join(missing)}")
-    print_table(records, names, window)
+    if not members:
+      print_table(records, names, window)
+    for index, each in enumerate(members):
+      # A sweep's members train side by side: one table each, since a
+      # window mixing their lines would hide which member moved.
+      print(("\n" if index else "") + f"member {each}\n")
+      print_table([r for r in records if r.get("member") == each], names,
+                  window)
   except (FileNotFoundError, ValueError) as error:
     parser.exit(2, f"dnc-curve: error: {error}\n")
   return 0
@@ -221,7 +237,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                       "not record it (runs older than settings.json)")
   parser.add_argument("--member", type=int, default=None,
                       help="a sweep's member M alone (default: every "
-                      "member, their mean and ± 1 s.d.)")
+                      "member, their mean and ± 1 s.d.; with --table, "
+                      "a table per member)")
   parser.add_argument("--table", type=int, default=None, metavar="N",
                       help="print the training lines' metrics (--metrics; "
                       "default Mini-SHRDLU's fraction and other, else loss) "
@@ -230,7 +247,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   args = parser.parse_args(argv)
   run = pathlib.Path(args.run)
   if args.table is not None:
-    return _table(parser, run, args.metrics, args.table)
+    return _table(parser, run, args.metrics, args.table, args.member)
   try:
     records = read_evaluations(run)
   except (FileNotFoundError, ValueError) as error:

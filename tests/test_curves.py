@@ -121,3 +121,32 @@ def test_table_averages_training_lines_over_windows(tmp_path, capsys):
   with pytest.raises(SystemExit):
     curves.main(["--run", str(run), "--table", "0"])
   assert "window must be >= 1" in capsys.readouterr().err
+
+
+def test_table_of_a_sweep_keeps_each_members_lines_apart(tmp_path, capsys):
+  run = _run(tmp_path, [
+      {"kind": "train", "step": 5, "member": 0, "loss": 2.0},
+      {"kind": "train", "step": 5, "member": 1, "loss": 4.0},
+      {"kind": "train", "step": 15, "member": 0, "loss": 1.0},
+      {"kind": "train", "step": 15, "member": 1, "loss": 3.0}])
+  assert curves.main(["--run", str(run), "--table", "10"]) == 0
+  out = capsys.readouterr().out
+  first, second = out.split("member 1")
+  assert "member 0" in first and "| 0-9 | 1 | 2.0000 |" in first
+  assert "| 10-19 | 1 | 1.0000 |" in first and "4.0000" not in first
+  assert "| 0-9 | 1 | 4.0000 |" in second
+  assert "| 10-19 | 1 | 3.0000 |" in second
+  assert curves.main(["--run", str(run), "--table", "10", "--member",
+                      "1"]) == 0
+  out = capsys.readouterr().out
+  assert "member" not in out and "| 0-9 | 1 | 4.0000 |" in out
+  assert "2.0000" not in out
+  with pytest.raises(SystemExit) as exit_info:
+    curves.main(["--run", str(run), "--table", "10", "--member", "7"])
+  assert exit_info.value.code == 2
+  assert "logs members [0, 1]" in capsys.readouterr().err
+  (tmp_path / "one").mkdir()
+  single = _run(tmp_path / "one", [{"kind": "train", "step": 1, "loss": 1.0}])
+  with pytest.raises(SystemExit):
+    curves.main(["--run", str(single), "--table", "10", "--member", "0"])
+  assert "is not a sweep" in capsys.readouterr().err

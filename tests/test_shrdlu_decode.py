@@ -113,6 +113,82 @@ def test_goal_features_by_hand():
   np.testing.assert_array_equal(locations, [3, 0])
 
 
+def test_shown_goal_and_next_shown_by_hand():
+  # Goals of 2, 0 (not shown) and 1 constraints: steps 0-1 show goal 0,
+  # step 2 goal 2, step 3 on is the action phase.
+  sizes = np.asarray([[2, 0, 1], [1, 1, 0]])
+  np.testing.assert_array_equal(decode.shown_goal(sizes, 5),
+                                [[0, 0, 2, -1, -1], [0, 1, -1, -1, -1]])
+  np.testing.assert_array_equal(
+      decode.next_shown(sizes, np.asarray([0, 1])), [2, 0])
+  np.testing.assert_array_equal(
+      decode.next_shown(np.asarray([[0, 3, 0]]), np.asarray([1])), [1])
+
+
+def test_read_focus_by_hand():
+  # One episode: goals A (steps 0, 1) and B (step 2); query at step 3.
+  # Location 0 written by A, location 1 by B, location 2 half by each
+  # (0.2 from A's step 1, 0.2 from B's step 2), location 3 never.
+  write = np.zeros((1, 5, 4))
+  write[0, 0, 0] = 0.6
+  write[0, 1, [0, 2]] = [0.3, 0.2]
+  write[0, 2, [1, 2]] = [0.5, 0.2]
+  write[0, 3] = 0.9  # The query step's own write: not counted.
+  read = np.zeros((1, 5, 2, 4))
+  read[0, 3, 0] = [0.6, 0.1, 0.2, 0.1]
+  read[0, 3, 1] = [0.2, 0.1, 0.2, 0.5]
+  # Head mean [0.4, 0.1, 0.2, 0.3]: A gets 0.4 + 0.1, B 0.1 + 0.1, the
+  # unwritten location nothing; shares 0.5 / 0.7 and 0.2 / 0.7.
+  sizes, query = np.asarray([[2, 1]]), np.asarray([3])
+  named, other = decode.read_focus(write, read, sizes, np.asarray([1]), query)
+  np.testing.assert_allclose(named, [0.2 / 0.7])
+  np.testing.assert_allclose(other, [0.5 / 0.7])
+  # Nothing written while goals were shown: no share (NaN).
+  named, other = decode.read_focus(np.zeros_like(write), read, sizes,
+                                   np.asarray([0]), query)
+  assert np.isnan(named).all() and np.isnan(other).all()
+  assert "no episode" in decode.focus_line(named, other)
+  # Differences 0.2 and 0.4 (one episode has no share): mean 0.3, s.e.
+  # sd(0.2, 0.4) / sqrt(2) = 0.1.
+  line = decode.focus_line(np.asarray([0.6, np.nan, 0.5]),
+                           np.asarray([0.4, np.nan, 0.1]))
+  assert "get 0.550 of them, the next goal's 0.250" in line
+  assert "difference +0.300 ± 0.100" in line and "; 2 episodes" in line
+
+
+def test_read_focus_against_loops():
+  rng = np.random.default_rng(4)
+  batch, steps, slots, heads, goals = 6, 9, 5, 2, 3
+  write = rng.uniform(size=(batch, steps, slots)) * (
+      rng.uniform(size=(batch, steps, slots)) < 0.5)
+  read = rng.dirichlet(np.ones(slots), size=(batch, steps, heads))
+  sizes = rng.integers(0, 3, size=(batch, goals))
+  sizes[:, 0] = np.maximum(sizes[:, 0], 1)
+  query = sizes.sum(axis=1)
+  chosen = np.asarray([rng.choice(np.flatnonzero(row)) for row in sizes])
+  named, other = decode.read_focus(write, read, sizes, chosen, query)
+  for b in range(batch):
+    owner = np.zeros((slots, goals))
+    t = 0
+    for g in range(goals):
+      for _ in range(sizes[b, g]):
+        owner[:, g] += write[b, t]
+        t += 1
+    for n in range(slots):
+      if owner[n].sum() > 0:
+        owner[n] /= owner[n].sum()
+    mass = np.zeros(goals)
+    for n in range(slots):
+      mass += np.mean(read[b, query[b], :, n]) * owner[n]
+    following = chosen[b]
+    for step in range(1, goals + 1):
+      if sizes[b, (chosen[b] + step) % goals] > 0:
+        following = (chosen[b] + step) % goals
+        break
+    assert named[b] == pytest.approx(mass[chosen[b]] / mass.sum())
+    assert other[b] == pytest.approx(mass[following] / mass.sum())
+
+
 def test_first_actions_stop_at_the_end():
   actions = np.asarray([[9, 9, 1, 2, 3, 4, 5, 6],
                         [9, 9, 9, 9, 0, 1, 2, 3],
@@ -211,6 +287,13 @@ def test_tiny_fresh_dnc_end_to_end():
   # the initial memory.
   initial = task.model.core.initial_state(params, 1)[0].access_state.memory
   assert not np.allclose(rec.memory[:, 0], np.asarray(initial))
+  # Two goals of one constraint each, the go cue naming one of them.
+  np.testing.assert_array_equal(rec.goal_sizes[:, :2], 1)
+  np.testing.assert_array_equal(rec.goal_sizes[:, 2:], 0)
+  assert set(rec.chosen.tolist()) == {0, 1}
+  named, other = decode.read_focus(rec.write, rec.read, rec.goal_sizes,
+                                   rec.chosen, rec.num_present)
+  np.testing.assert_allclose(named + other, 1.0)  # All written by the two.
   with pytest.raises(ValueError, match="lesson"):
     decode.record(task, params, jax.random.PRNGKey(1), 1, episodes)
 

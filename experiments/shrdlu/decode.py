@@ -78,6 +78,9 @@ class Recording:
       saw (at the query, the board the first action is taken on).
     num_present: ``int32[B]`` presentation steps; the query is step
       ``num_present``.
+    goal_sizes: ``int32[B, G]`` constraints of each goal (0: not shown);
+      goal ``g``'s are shown one a step, after goal ``g - 1``'s.
+    chosen: ``int32[B]`` the goal the go cue names.
   """
 
   memory: np.ndarray
@@ -87,6 +90,8 @@ class Recording:
   acting: np.ndarray
   boards: np.ndarray
   num_present: np.ndarray
+  goal_sizes: np.ndarray
+  chosen: np.ndarray
 
 
 def check_dnc(task, params) -> None:
@@ -110,7 +115,8 @@ def _record(core, params, key, rows, tables, steps: int,
   boards = jax.vmap(jax.vmap(env.observe))(traj["env"])[..., BOARD]
   return dict(memory=access.memory, write=access.write_weights.sum(axis=2),
               read=access.read_weights, actions=traj["actions"],
-              acting=traj["mask"], boards=boards), final.num_present
+              acting=traj["mask"], boards=boards), (
+                  final.num_present, final.goal_sizes, final.chosen)
 
 
 def record(task, params, key: jax.Array, lesson: int,
@@ -130,10 +136,12 @@ def record(task, params, key: jax.Array, lesson: int,
   run = jax.jit(lambda p, k, r, tb: _record(task.model.core, p, k, r, tb,
                                             steps, task.env_params))
   rows = np.repeat(task.table[lesson:lesson + 1], episodes, axis=0)
-  out, num_present = jax.device_get(run(params, key, jnp.asarray(rows),
-                                        task.tables()))
+  out, (num_present, sizes, chosen) = jax.device_get(
+      run(params, key, jnp.asarray(rows), task.tables()))
   batch_major = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in out.items()}
-  return Recording(num_present=np.asarray(num_present), **batch_major)
+  return Recording(num_present=np.asarray(num_present),
+                   goal_sizes=np.asarray(sizes), chosen=np.asarray(chosen),
+                   **batch_major)
 
 
 # --- Features and targets. ------------------------------------------------
@@ -170,6 +178,81 @@ def goal_features(memory: np.ndarray, write: np.ndarray, read: np.ndarray,
   total = (content * usable[:, :, None]).sum(axis=1)
   features = total / np.maximum(locations, 1)[:, None]
   return features.astype(np.float64), locations
+
+
+def shown_goal(goal_sizes: np.ndarray, steps: int) -> np.ndarray:
+  """``int[B, T]``: the goal whose constraint step ``t`` shows, -1 from the
+  go step on (``goal_sizes [B, G]``; goals are shown in order, one
+  constraint a step)."""
+  ends = np.cumsum(goal_sizes, axis=1)  # [B, G]
+  t = np.arange(steps)[None, :, None]
+  goal = (ends[:, None, :] <= t).sum(axis=2)  # [B, T]
+  return np.where(t[..., 0] < ends[:, -1:], goal, -1)
+
+
+def next_shown(goal_sizes: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+  """``int[B]``: the first goal after ``chosen``, cyclically, that was
+  shown (has constraints); ``chosen`` itself when it is the only one."""
+  goals = goal_sizes.shape[1]
+  offsets = np.arange(1, goals + 1)[None, :]  # Ends with chosen itself.
+  candidates = (chosen[:, None] + offsets) % goals
+  shown = np.take_along_axis(goal_sizes, candidates, axis=1) > 0
+  return candidates[np.arange(len(chosen)), np.argmax(shown, axis=1)]
+
+
+def read_focus(write: np.ndarray, read: np.ndarray, goal_sizes: np.ndarray,
+               chosen: np.ndarray, query: np.ndarray
+               ) -> Tuple[np.ndarray, np.ndarray]:
+  """``(named [B], next [B])``: the shares of the query step's reads that
+  fall on what the named goal and the next goal shown (:func:`next_shown`)
+  wrote; NaN where nothing was written while goals were shown.
+
+  Args:
+    write: ``[B, T, N]`` write weightings.
+    read: ``[B, T, R, N]`` read weightings.
+    goal_sizes: ``int[B, G]``; chosen: ``int[B]``; query: ``int[B]``.
+
+  Location ``n`` belongs to goal ``g`` in proportion to the write weight
+  the steps showing ``g`` put on it, ``o[n, g] = A[n, g] / Σ_h A[n, h]``
+  with ``A[n, g] = Σ_{t shows g} write[t, n]``. The read weighting at the
+  query, averaged over heads (``r̄``), gives goal ``g`` the mass ``m_g =
+  Σ_n r̄_n o[n, g]``; a share is ``m_g / Σ_h m_h``. Fig. 4a's reads fall on
+  the named goal's locations: a share near 1. The go cue is drawn
+  independently of all that came before it, so reads that ignore it give
+  the named and the next goal the same share on average.
+  """
+  batch, steps, _ = write.shape
+  goals = goal_sizes.shape[1]
+  shown = shown_goal(goal_sizes, steps)  # [B, T]
+  shown = np.where(np.arange(steps)[None, :] < query[:, None], shown, -1)
+  by_goal = (shown[:, :, None] == np.arange(goals)[None, None, :])  # [B,T,G]
+  mass = np.einsum("btg,btn->bng", by_goal.astype(np.float64), write)
+  total = mass.sum(axis=2, keepdims=True)
+  owner = np.where(total > 0, mass / np.where(total > 0, total, 1.0), 0.0)
+  reads = read[np.arange(batch), query].mean(axis=1)  # [B, N]
+  per_goal = np.einsum("bn,bng->bg", reads, owner)
+  whole = per_goal.sum(axis=1)
+  rows = np.arange(batch)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    named = np.where(whole > 0, per_goal[rows, chosen] / whole, np.nan)
+    other = np.where(whole > 0, per_goal[rows, next_shown(goal_sizes, chosen)]
+                     / whole, np.nan)
+  return named, other
+
+
+def focus_line(named: np.ndarray, other: np.ndarray) -> str:
+  """:func:`read_focus`'s shares as one line: their means over the episodes
+  that have them, and the difference with its standard error."""
+  has = ~np.isnan(named)
+  if not has.any():
+    return "reads at the query: no episode wrote while its goals were shown"
+  gap = named[has] - other[has]
+  error = gap.std(ddof=1) / np.sqrt(len(gap)) if len(gap) > 1 else np.nan
+  return (f"reads at the query: the named goal's writes get "
+          f"{named[has].mean():.3f} of them, the next goal's "
+          f"{other[has].mean():.3f}, difference {gap.mean():+.3f} ± "
+          f"{error:.3f} (s.e.; 0 on average while the reads ignore the go "
+          f"cue); {int(has.sum())} episodes")
 
 
 def board_features(boards: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -402,18 +485,21 @@ def table(results: Sequence[OffsetResult],
 
 
 def run(task, params, lesson: int, episodes: int, splits: int, seed: int
-        ) -> Tuple[List[OffsetResult], List[OffsetResult], np.ndarray]:
+        ) -> Tuple[List[OffsetResult], List[OffsetResult], np.ndarray,
+                   Tuple[np.ndarray, np.ndarray]]:
   """Records ``episodes`` episodes, decodes over ``splits`` splits from the
   memory and, on the same splits, from the board at the cue; ``(memory
-  results, board results, locations int[episodes])``."""
+  results, board results, locations int[episodes], read_focus(...))``."""
   rec = record(task, params, jax.random.PRNGKey(seed), lesson, episodes)
   features, locations = goal_features(rec.memory, rec.write, rec.read,
                                       rec.num_present)
   targets = first_actions(rec.actions, rec.acting, rec.num_present)
   parts = random_splits(episodes, splits, seed)
   board = board_features(rec.boards, rec.num_present)
+  focus = read_focus(rec.write, rec.read, rec.goal_sizes, rec.chosen,
+                     rec.num_present)
   return (decode(features, targets, parts), decode(board, targets, parts),
-          locations)
+          locations, focus)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -443,8 +529,8 @@ def main(argv: Optional[List[str]] = None) -> int:
       raise ValueError(f"--lesson must be 1..{len(task.lessons)}, got "
                        f"{args.lesson}")
     lesson = task.lesson if args.lesson is None else args.lesson - 1
-    results, board, locations = run(task, params, lesson, args.episodes,
-                                    args.splits, args.seed)
+    results, board, locations, (named, other) = run(
+        task, params, lesson, args.episodes, args.splits, args.seed)
   except (ValueError, CheckpointError) as error:
     parser.exit(2, f"decode: error: {error}\n")
   print(f"step {saved['step']}, lesson {lesson + 1},"
@@ -453,6 +539,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{locations.mean():.2f}, none in {int((locations == 0).sum())} "
         f"episodes (zero vector)")
   print("\n".join(table(results, board)))
+  print(focus_line(named, other))
   return 0
 
 

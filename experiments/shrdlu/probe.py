@@ -382,6 +382,7 @@ def _mlp_rl_loss(apply, tables, lesson: env.Lesson, batch: int, lam: float,
         jax.random.split(run_key, steps - goals + 1))
     value, metrics = agent.a2c_loss(traj, batch, lam, entropy_cost)
     metrics["satisfied"] = jnp.mean(jax.vmap(env.fraction_satisfied)(final))
+    metrics["other"] = jnp.mean(jax.vmap(env.other_fraction_satisfied)(final))
     return value, metrics
 
   return loss
@@ -420,6 +421,8 @@ def rl_without_memory(seconds: float, batch: int = 128,
   return _train(loss, optimizer, params, key, seconds, max_updates,
                 log_every, out,
                 lambda _, m: dict(satisfied=float(m["satisfied"]),
+                                  **({} if goals == 1 else
+                                     {"other_goal": float(m["other"])}),
                                   entropy=float(m["entropy"]),
                                   value_loss=float(m["value_loss"])))
 

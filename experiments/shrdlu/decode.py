@@ -15,7 +15,9 @@ prints, per offset ``k`` (action ``k`` is taken at ``t_query + k - 1``),
 the test accuracy over random 80 %/20 % splits of the episodes, mean and
 5th–95th percentile, of the decoder, of the same regression given the
 board the first action is taken on instead (a control, not in the paper:
-what the board alone tells of the actions) and of the baseline.
+what the board alone tells of the actions) and of the baseline. A last
+line puts Fig. 4a in numbers (:func:`read_focus`): the share of the query's
+reads that falls on what the named goal wrote, beside the next goal's.
 
 Readings where the paper is silent (see :func:`goal_features`,
 :func:`fit_logistic` and :func:`decode`):

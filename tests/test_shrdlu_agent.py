@@ -44,6 +44,74 @@ def test_lambda_advantages_by_hand():
                              rtol=1e-6)
 
 
+def _a2c_reference(logits, values, actions, rewards, mask, lam, beta):
+  """The losses of docs/rl.md and their gradients with respect to the
+  logits and values, with loops over episodes and time (NumPy, float64)."""
+  steps, batch, _ = logits.shape
+  policy = value = entropy_loss = 0.0
+  d_logits, d_values = np.zeros_like(logits), np.zeros_like(values)
+  for b in range(batch):
+    m, r, v = mask[:, b], rewards[:, b], values[:, b]
+    for t in range(steps):
+      if not m[t]:
+        continue
+      ret = sum(r[u] for u in range(t, steps) if m[u])
+      adv, weight = 0.0, 1.0
+      for u in range(t, steps):
+        if not m[u]:
+          break
+        following = v[u + 1] if u + 1 < steps and m[u + 1] else 0.0
+        adv += weight * (r[u] + following - v[u])
+        weight *= lam
+      z = logits[t, b] - logits[t, b].max()
+      p = np.exp(z) / np.exp(z).sum()
+      log_p = np.log(p)
+      h = -np.sum(p * log_p)
+      policy -= adv * log_p[actions[t, b]] / batch
+      value += 0.5 * (ret - v[t]) ** 2 / batch
+      entropy_loss -= beta * h / batch
+      taken = np.eye(len(p))[actions[t, b]]
+      # d(-A log p_a)/dz = -A (e_a - p); dH/dz_k = -p_k (log p_k + H).
+      d_logits[t, b] = (-adv * (taken - p) + beta * p * (log_p + h)) / batch
+      d_values[t, b] = -(ret - v[t]) / batch
+  return policy, value, entropy_loss, d_logits, d_values
+
+
+def test_a2c_loss_and_its_gradient_against_loops():
+  rng = np.random.default_rng(3)
+  steps, batch, lam, beta = 7, 3, 0.75, 0.1
+  logits = rng.normal(size=(steps, batch, 7))
+  values = rng.normal(size=(steps, batch)) * 2
+  actions = rng.integers(0, 7, size=(steps, batch))
+  rewards = rng.normal(size=(steps, batch))
+  # Presentation steps first (mask 0), then action steps, then padding.
+  mask = np.zeros((steps, batch), bool)
+  mask[2:6, 0] = mask[1:7, 1] = mask[3:5, 2] = True
+  rewards = rewards * mask
+  policy, value, entropy_loss, d_logits, d_values = _a2c_reference(
+      logits, values, actions, rewards, mask, lam, beta)
+
+  def loss(logits, values):
+    traj = dict(logits=logits, values=values, actions=jnp.asarray(actions),
+                rewards=jnp.asarray(rewards, jnp.float32),
+                mask=jnp.asarray(mask))
+    return agent.a2c_loss(traj, batch, lam, beta)
+
+  (total, parts), grads = jax.value_and_grad(loss, argnums=(0, 1),
+                                             has_aux=True)(
+      jnp.asarray(logits, jnp.float32), jnp.asarray(values, jnp.float32))
+  np.testing.assert_allclose(parts["policy_loss"], policy, rtol=1e-5)
+  np.testing.assert_allclose(parts["value_loss"], value, rtol=1e-5)
+  np.testing.assert_allclose(total, policy + value + entropy_loss, rtol=1e-5)
+  np.testing.assert_allclose(parts["episode_return"],
+                             rewards.sum() / batch, rtol=1e-5)
+  # The advantage and the return are constants of the gradient: the value
+  # gets only the value loss's pull, the logits only the policy's and the
+  # entropy's.
+  np.testing.assert_allclose(grads[0], d_logits, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(grads[1], d_values, rtol=1e-4, atol=1e-6)
+
+
 TINY = {"kind": "dnc", "hidden_size": 16, "memory_size": 4, "word_size": 4,
         "num_reads": 1, "controller_grad_clip": 10.0}
 # Same episode length T for both lessons: one compile for the whole module.

@@ -399,7 +399,8 @@ def rl_without_memory(seconds: float, batch: int = 128,
   one-constraint goals, with an MLP given the constraints at every step
   (``hidden`` layer sizes; ``shared``: one MLP gives logits and value, else
   two). Returns the log ``[{"update", "seconds", "satisfied", "entropy",
-  "value_loss"}]``."""
+  "value_loss"}]``, with ``"other_goal"`` (the goal not named,
+  :func:`env.other_fraction_satisfied`) when ``goals > 1``."""
   lesson = one_move_lesson(goals)
   tables = env.tables()
 
